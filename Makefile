@@ -1,0 +1,55 @@
+# Quick start: `make run` serves the default models; `make test` runs the whole suite.
+# Everything lands in .venv; nothing is installed by hand.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+GRPC_PORT ?= 8001
+HTTP_PORT ?= 8000
+HOST ?= 127.0.0.1
+GOOGLEAPIS := $(shell $(PY) -c "import google.api, os; print(os.path.dirname(os.path.dirname(google.api.__path__[0])))" 2>/dev/null)
+
+.PHONY: run test install install-test protos models perf-analyzer lint bench clean
+
+$(VENV)/.installed-run: pyproject.toml models/requirements-nodeps.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[build]'
+	$(PIP) install -q --no-deps -r models/requirements-nodeps.txt
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed-run
+	$(PIP) install -q -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed-run
+install-test: $(VENV)/.installed-test
+
+# Generated protobuf and gRPC code: the package `inference`, never edited by hand.
+inference/.stamp: $(VENV)/.installed-run $(wildcard protos/inference/*.proto)
+	mkdir -p inference
+	$(PY) -m grpc_tools.protoc -Iprotos -I$(GOOGLEAPIS) \
+		--python_out=. --pyi_out=. --grpc_python_out=. protos/inference/*.proto
+	touch inference/__init__.py $@
+
+protos: inference/.stamp
+
+# The default model repository, built from models and data that ship inside PyPI packages.
+models/.stamp: $(VENV)/.installed-run models/build.py
+	$(PY) models/build.py
+	touch $@
+
+models: models/.stamp
+
+run: protos models
+	$(PY) -m server --model-repository models --host $(HOST) --grpc-port $(GRPC_PORT)
+
+test: install-test protos models
+	$(PY) -m ruff check server tests models loadtests
+	$(PY) -m ruff format --check server tests models loadtests
+	$(PY) -m pytest tests/unit
+	$(PY) -m pytest tests/integration
+
+clean:
+	rm -rf inference models/.stamp models/*/[0-9]*/ build

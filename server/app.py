@@ -1,0 +1,107 @@
+"""Assembles one server process and runs it until SIGINT or SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from inference import grpc_service_pb2 as pb
+from inference import grpc_service_pb2_grpc as pb_grpc
+from server.dataplane import DataPlane, ServerInfo
+from server.repository import Repository
+from server.servicer import InferenceServicer
+from server.settings import Settings
+
+log = logging.getLogger("server")
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+
+
+def _version() -> str:
+    try:
+        return package_version("v2-inference-server")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+class InferenceServer:
+    """One grpc.aio server with the inference, health and reflection services."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.health = health.aio.HealthServicer()
+        self.repository = Repository(
+            settings.model_repository, settings.workers, on_change=self._model_changed
+        )
+        self.dataplane = DataPlane(self.repository, ServerInfo(settings.server_name, _version()))
+        self.server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", settings.max_message_bytes),
+                ("grpc.max_send_message_length", settings.max_message_bytes),
+                ("grpc.so_reuseport", 1),
+            ]
+        )
+        pb_grpc.add_GRPCInferenceServiceServicer_to_server(
+            InferenceServicer(self.dataplane, settings.max_input_elements), self.server
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
+        )
+        self.port = 0
+
+    def _model_changed(self, name: str, ready: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if ready
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        asyncio.get_running_loop().create_task(self.health.set(name, status))
+
+    async def start(self) -> int:
+        """Listen first (so liveness answers during loading), then load every model."""
+        address = f"{self.settings.host}:{self.settings.grpc_port}"
+        self.port = self.server.add_insecure_port(address)
+        if not self.port:
+            raise OSError(f"could not bind the gRPC port at {address}")
+        await self.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.server.start()
+        await self.repository.load_all()
+        await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        log.info(
+            "listening",
+            extra={
+                "event": "listening",
+                "grpc_port": self.port,
+                "grpc_address": f"{self.settings.host}:{self.port}",
+                "models": [v.name + "/" + str(v.version) for v in self.repository.loaded()],
+            },
+        )
+        return self.port
+
+    async def stop(self) -> None:
+        """Graceful shutdown, step by step."""
+        log.info("shutting down", extra={"event": "stopping"})
+        self.dataplane.live = False
+        await self.health.enter_graceful_shutdown()  # mark not serving
+        await self.server.stop(self.settings.shutdown_grace_s)  # stop accepting; finish RPCs
+        await self.repository.close()  # drain batchers, release sessions
+        log.info("stopped", extra={"event": "stopped"})
+
+
+async def run(settings: Settings) -> None:
+    server = InferenceServer(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await server.start()
+    await stop.wait()
+    await server.stop()

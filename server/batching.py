@@ -1,0 +1,269 @@
+"""Dynamic batching: one `Batcher` per loaded model version.
+
+Requests whose non-batch dimensions match are concatenated on axis 0, executed in one
+`run`, and the outputs are split back to their requests as views.
+
+Policy: whenever an execution slot is free and the queue holds requests, a batch leaves
+at once, so low load adds no latency. While every slot is busy, requests accumulate and
+batches grow with load. `max_queue_delay_us` bounds how long a partial batch may wait
+for more, and `preferred_batch_sizes` lets a batch leave early at a size the model likes.
+
+Backpressure: the queue holds at most `max_queue_size` requests; one more is refused at
+once with QueueFull, never parked. A request whose future is cancelled (the client went
+away) or whose deadline passed while queued is dropped before compute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from server.config import BatchingConfig
+from server.errors import InvalidRequest, ModelUnavailable, QueueFull, RequestExpired
+from server.stats import ModelStats
+
+log = logging.getLogger(__name__)
+
+Outputs = list[np.ndarray]
+
+
+class Runner(Protocol):
+    def run(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str]) -> Outputs: ...
+
+
+@dataclass(frozen=True, slots=True)
+class BatcherStatistics:
+    """A snapshot for metrics."""
+
+    queue_depth: int
+    in_flight: int
+    slots: int
+
+
+@dataclass(slots=True)
+class _Pending:
+    future: asyncio.Future[Outputs]
+    feeds: Mapping[str, np.ndarray]
+    outputs: tuple[str, ...]
+    rows: int  # batch dimension size; 0 for models without one
+    key: object  # requests with equal keys can share a batch
+    enqueued: float
+    deadline: float | None
+
+
+def batch_cut(
+    rows: Sequence[int], full: bool, preferred: Sequence[int], waited: float, max_delay: float
+) -> int | None:
+    """How many of the compatible requests at the head of the queue leave now, or None to wait.
+
+    `rows` are their batch sizes, already capped so that they fit in one batch; `full` says
+    that the batch cannot grow any more. `waited` is the age of the oldest of them.
+    """
+    if full:
+        return len(rows)
+    if preferred:
+        total, best = 0, 0
+        for index, size in enumerate(rows, 1):
+            total += size
+            if total in preferred:
+                best = index
+        if best:
+            return best
+    if waited >= max_delay:
+        return len(rows)
+    return None
+
+
+class Batcher:
+    """Queues requests for one model version and runs them in batches on `instances` slots."""
+
+    def __init__(
+        self,
+        model: str,
+        runner: Runner,
+        max_batch_size: int,
+        config: BatchingConfig,
+        instances: int,
+        stats: ModelStats,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._model = model
+        self._runner = runner
+        self._max_batch_size = max_batch_size
+        self._max_delay = config.max_queue_delay_us / 1e6
+        self._preferred = frozenset(config.preferred_batch_sizes)
+        self._max_queue_size = config.max_queue_size
+        self._slots = instances
+        self._free = instances
+        self._stats = stats
+        self._clock = clock
+        self._queue: deque[_Pending] = deque()
+        self._executor = ThreadPoolExecutor(instances, thread_name_prefix=f"run-{model}")
+        self._timer: asyncio.TimerHandle | None = None
+        self._closed = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def statistics(self) -> BatcherStatistics:
+        return BatcherStatistics(len(self._queue), self._slots - self._free, self._slots)
+
+    async def submit(
+        self,
+        feeds: Mapping[str, np.ndarray],
+        outputs: tuple[str, ...],
+        rows: int,
+        deadline: float | None = None,
+    ) -> Outputs:
+        """Run one validated request; its outputs come back in `outputs` order."""
+        if self._closed:
+            raise ModelUnavailable(f"model '{self._model}' is unloading")
+        if len(self._queue) >= self._max_queue_size:
+            raise QueueFull(
+                f"model '{self._model}' has {len(self._queue)} queued requests, the "
+                f"max_queue_size; retry later"
+            )
+        future: asyncio.Future[Outputs] = asyncio.get_running_loop().create_future()
+        key = (outputs, tuple((name, array.shape[1:]) for name, array in feeds.items()))
+        self._queue.append(_Pending(future, feeds, outputs, rows, key, self._clock(), deadline))
+        self._idle.clear()
+        self._dispatch()
+        return await future
+
+    async def close(self) -> None:
+        """Refuse new requests, let queued and running ones finish, then stop the threads."""
+        self._closed = True
+        self._dispatch()
+        await self._idle.wait()
+        self._executor.shutdown(wait=False)
+
+    def _dispatch(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        while self._free and self._queue:
+            batch = self._next_batch()
+            if batch is None:
+                break
+            if batch:
+                self._execute(batch)
+        if not self._queue and self._free == self._slots:
+            self._idle.set()
+
+    def _next_batch(self) -> list[_Pending] | None:
+        """Take the next batch off the queue; [] if only dead requests were dropped."""
+        now = self._clock()
+        head = self._queue[0]
+        if self._max_batch_size == 0:
+            self._queue.popleft()
+            return [head] if self._alive(head, now) else []
+        chosen: list[_Pending] = []
+        rest: deque[_Pending] = deque()
+        total = 0
+        full = False
+        for pending in self._queue:
+            if full or pending.key != head.key:
+                rest.append(pending)
+            elif not self._alive(pending, now):
+                continue
+            elif total + pending.rows > self._max_batch_size:
+                full = True
+                rest.append(pending)
+            else:
+                chosen.append(pending)
+                total += pending.rows
+                full = total == self._max_batch_size
+        if not chosen:
+            self._queue = rest
+            return []
+        waited = now - chosen[0].enqueued
+        cut = batch_cut(
+            [p.rows for p in chosen], full or self._closed, self._preferred, waited, self._max_delay
+        )
+        if cut is None:
+            self._queue = deque(chosen) + rest if rest else deque(chosen)
+            self._timer = asyncio.get_running_loop().call_later(
+                self._max_delay - waited, self._dispatch
+            )
+            return None
+        leftover = chosen[cut:]
+        self._queue = deque(leftover) + rest if leftover else rest
+        return chosen[:cut]
+
+    def _alive(self, pending: _Pending, now: float) -> bool:
+        if pending.future.done():  # cancelled by the client
+            return False
+        if pending.deadline is not None and pending.deadline <= now:
+            pending.future.set_exception(
+                RequestExpired(f"deadline passed while queued for model '{self._model}'")
+            )
+            return False
+        return True
+
+    def _execute(self, batch: list[_Pending]) -> None:
+        self._free -= 1
+        start = self._clock()
+        for pending in batch:
+            self._stats.queue.add(int((start - pending.enqueued) * 1e9))
+        if len(batch) == 1:
+            feeds = batch[0].feeds
+        else:
+            feeds = {
+                name: np.concatenate([p.feeds[name] for p in batch]) for name in batch[0].feeds
+            }
+        input_ns = int((self._clock() - start) * 1e9)
+        future = asyncio.get_running_loop().run_in_executor(
+            self._executor, _timed_run, self._runner, feeds, batch[0].outputs
+        )
+        future.add_done_callback(lambda done: self._complete(batch, input_ns, done))
+
+    def _complete(
+        self, batch: list[_Pending], input_ns: int, done: asyncio.Future[tuple[Outputs, int]]
+    ) -> None:
+        self._free += 1
+        try:
+            self._deliver(batch, input_ns, done)
+        finally:
+            self._dispatch()
+
+    def _deliver(
+        self, batch: list[_Pending], input_ns: int, done: asyncio.Future[tuple[Outputs, int]]
+    ) -> None:
+        error = done.exception()
+        if error is not None:
+            if not isinstance(error, InvalidRequest):
+                log.error("batch of model '%s' failed", self._model, exc_info=error)
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(error)
+            return
+        results, infer_ns = done.result()
+        start = self._clock()
+        if len(batch) == 1:
+            if not batch[0].future.done():
+                batch[0].future.set_result(results)
+        else:
+            offset = 0
+            for pending in batch:
+                end = offset + pending.rows
+                if not pending.future.done():
+                    pending.future.set_result([r[offset:end] for r in results])
+                offset = end
+        output_ns = int((self._clock() - start) * 1e9)
+        rows = sum(p.rows for p in batch) or 1
+        self._stats.record_execution(rows, len(batch), input_ns, infer_ns, output_ns)
+
+
+def _timed_run(
+    runner: Runner, feeds: Mapping[str, np.ndarray], outputs: Sequence[str]
+) -> tuple[Outputs, int]:
+    start = time.perf_counter_ns()
+    results = runner.run(feeds, outputs)
+    return results, time.perf_counter_ns() - start

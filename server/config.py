@@ -1,0 +1,203 @@
+"""A model's `config.yaml`, parsed once into frozen dataclasses.
+
+Every key is optional; inputs and outputs fall back to what the ONNX file declares.
+Unknown keys are an error, so that a typo never silently changes behaviour.
+
+    platform: onnxruntime_onnx
+    max_batch_size: 32          # 0: the model has no batch dimension
+    inputs:  [{name: x, datatype: FP32, dims: [64]}]   # dims exclude the batch dim
+    outputs: [{name: y, datatype: FP32, dims: [10]}]
+    version_policy: {latest: 1} # or {all: true} or {specific: [1, 3]}
+    instances: 1                # concurrent executions of one version
+    threads: {intra_op: 0, inter_op: 1}   # 0: chosen from the core count
+    dynamic_batching:
+      max_queue_delay_us: 0     # how long a partial batch may wait for more
+      preferred_batch_sizes: []
+      max_queue_size: 1024      # beyond it: RESOURCE_EXHAUSTED
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from server import datatypes
+from server.datatypes import DataType
+from server.errors import RepositoryError
+
+PLATFORM = "onnxruntime_onnx"
+
+
+@dataclass(frozen=True, slots=True)
+class TensorSpec:
+    """A declared input or output. `dims` excludes the batch dimension when batching."""
+
+    name: str
+    datatype: DataType
+    dims: tuple[int, ...]
+    optional: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class VersionPolicy:
+    """Which versions to load: the newest `latest`, every one, or `specific` ones."""
+
+    latest: int | None = 1
+    all: bool = False
+    specific: tuple[int, ...] = ()
+
+    def select(self, available: list[int]) -> list[int]:
+        ordered = sorted(available)
+        if self.all:
+            return ordered
+        if self.specific:
+            return [v for v in ordered if v in self.specific]
+        return ordered[-(self.latest or 1) :]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchingConfig:
+    max_queue_delay_us: int = 0
+    preferred_batch_sizes: tuple[int, ...] = ()
+    max_queue_size: int = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    name: str
+    platform: str = PLATFORM
+    max_batch_size: int = 0
+    inputs: tuple[TensorSpec, ...] | None = None
+    outputs: tuple[TensorSpec, ...] | None = None
+    version_policy: VersionPolicy = field(default_factory=VersionPolicy)
+    instances: int = 1
+    intra_op_threads: int = 0
+    inter_op_threads: int = 1
+    batching: BatchingConfig = field(default_factory=BatchingConfig)
+
+
+_TOP_KEYS = {
+    "platform",
+    "max_batch_size",
+    "inputs",
+    "outputs",
+    "version_policy",
+    "instances",
+    "threads",
+    "dynamic_batching",
+}
+
+
+def load_config(model_dir: Path) -> ModelConfig:
+    """Read `model_dir/config.yaml`; a missing file means all defaults."""
+    path = model_dir / "config.yaml"
+    raw: Any = {}
+    if path.exists():
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise RepositoryError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise RepositoryError(f"{path}: expected a mapping at the top level")
+    try:
+        return _parse(model_dir.name, raw)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise RepositoryError(f"{path}: {exc}") from exc
+
+
+def _parse(name: str, raw: dict[str, Any]) -> ModelConfig:
+    _check_keys("config", raw, _TOP_KEYS)
+    platform = str(raw.get("platform", PLATFORM))
+    if platform != PLATFORM:
+        raise ValueError(f"platform must be {PLATFORM!r}, got {platform!r}")
+    max_batch_size = _non_negative("max_batch_size", raw.get("max_batch_size", 0))
+    threads = raw.get("threads") or {}
+    _check_keys("threads", threads, {"intra_op", "inter_op"})
+    instances = _non_negative("instances", raw.get("instances", 1))
+    if instances < 1:
+        raise ValueError("instances must be at least 1")
+    return ModelConfig(
+        name=name,
+        platform=platform,
+        max_batch_size=max_batch_size,
+        inputs=_tensors("inputs", raw.get("inputs")),
+        outputs=_tensors("outputs", raw.get("outputs")),
+        version_policy=_version_policy(raw.get("version_policy") or {"latest": 1}),
+        instances=instances,
+        intra_op_threads=_non_negative("threads.intra_op", threads.get("intra_op", 0)),
+        inter_op_threads=_non_negative("threads.inter_op", threads.get("inter_op", 1)),
+        batching=_batching(raw.get("dynamic_batching") or {}),
+    )
+
+
+def _check_keys(where: str, raw: Any, allowed: set[str]) -> None:
+    if not isinstance(raw, dict):
+        raise TypeError(f"{where} must be a mapping")
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise ValueError(f"unknown key(s) in {where}: {unknown}; allowed: {sorted(allowed)}")
+
+
+def _non_negative(key: str, value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"{key} must be a non-negative integer, got {value!r}")
+    return value
+
+
+def _tensors(key: str, raw: Any) -> tuple[TensorSpec, ...] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, list):
+        raise TypeError(f"{key} must be a list")
+    specs = []
+    for item in raw:
+        _check_keys(key, item, {"name", "datatype", "dims", "optional"})
+        dtype = datatypes.BY_NAME.get(str(item.get("datatype")))
+        if dtype is None:
+            raise ValueError(
+                f"{key}[{item.get('name')!r}].datatype must be one of {datatypes.NAMES}"
+            )
+        dims = tuple(int(d) for d in item.get("dims", ()))
+        if any(d < -1 or d == 0 for d in dims):
+            raise ValueError(f"{key}[{item['name']!r}].dims must be positive or -1")
+        specs.append(TensorSpec(str(item["name"]), dtype, dims, bool(item.get("optional", False))))
+    return tuple(specs)
+
+
+def _version_policy(raw: Any) -> VersionPolicy:
+    _check_keys("version_policy", raw, {"latest", "all", "specific"})
+    if len(raw) != 1:
+        raise ValueError("version_policy takes exactly one of latest, all, specific")
+    if raw.get("all"):
+        return VersionPolicy(latest=None, all=True)
+    if "specific" in raw:
+        versions = tuple(int(v) for v in raw["specific"])
+        if not versions:
+            raise ValueError("version_policy.specific must list at least one version")
+        return VersionPolicy(latest=None, specific=versions)
+    latest = _non_negative("version_policy.latest", raw["latest"])
+    if latest < 1:
+        raise ValueError("version_policy.latest must be at least 1")
+    return VersionPolicy(latest=latest)
+
+
+def _batching(raw: Any) -> BatchingConfig:
+    _check_keys(
+        "dynamic_batching", raw, {"max_queue_delay_us", "preferred_batch_sizes", "max_queue_size"}
+    )
+    preferred = tuple(int(s) for s in raw.get("preferred_batch_sizes", ()))
+    if any(s < 1 for s in preferred):
+        raise ValueError("dynamic_batching.preferred_batch_sizes must be positive")
+    max_queue_size = _non_negative(
+        "dynamic_batching.max_queue_size", raw.get("max_queue_size", 1024)
+    )
+    return BatchingConfig(
+        max_queue_delay_us=_non_negative(
+            "dynamic_batching.max_queue_delay_us", raw.get("max_queue_delay_us", 0)
+        ),
+        preferred_batch_sizes=tuple(sorted(preferred)),
+        max_queue_size=max_queue_size,
+    )

@@ -1,0 +1,258 @@
+"""The model repository: `<root>/<name>/config.yaml` and `<root>/<name>/<version>/model.onnx`.
+
+Loads are atomic: new versions are built and warmed up off the event loop, then swapped in
+with one assignment. Requests already holding the old version finish on it while its
+batcher drains. A failed load leaves whatever was serving in place and records why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from server.batching import Batcher
+from server.config import ModelConfig, load_config
+from server.datatypes import DataType
+from server.errors import (
+    ForbiddenPath,
+    InvalidRequest,
+    ModelNotFound,
+    ModelUnavailable,
+    RepositoryError,
+)
+from server.runtime import OnnxModel, Signature
+from server.stats import ModelStats
+from server.validation import Validator
+
+log = logging.getLogger(__name__)
+
+READY, UNAVAILABLE, LOADING, UNLOADING = "READY", "UNAVAILABLE", "LOADING", "UNLOADING"
+MODEL_FILE = "model.onnx"
+
+
+@dataclass(eq=False)
+class ModelVersion:
+    """One loaded version: its session, validator, batcher and statistics."""
+
+    name: str
+    version: int
+    config: ModelConfig
+    runtime: OnnxModel
+    validator: Validator
+    batcher: Batcher
+    stats: ModelStats
+    output_types: dict[str, DataType]
+
+    @property
+    def signature(self) -> Signature:
+        return self.runtime.signature
+
+
+@dataclass(frozen=True, slots=True)
+class IndexEntry:
+    name: str
+    version: str
+    state: str
+    reason: str
+
+
+@dataclass(slots=True)
+class _Model:
+    """What the repository knows about one model name."""
+
+    versions: dict[int, ModelVersion] = field(default_factory=dict)  # ready ones
+    newest: ModelVersion | None = None
+    states: dict[str, tuple[str, str]] = field(default_factory=dict)  # version -> state
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class Repository:
+    def __init__(
+        self,
+        root: Path,
+        workers: int = 1,
+        on_change: Callable[[str, bool], None] = lambda name, ready: None,
+    ) -> None:
+        self.root = root.resolve()
+        self._workers = workers
+        self._on_change = on_change
+        self._models: dict[str, _Model] = {}
+
+    def model_names(self) -> list[str]:
+        """Every model directory in the repository, loaded or not."""
+        if not self.root.is_dir():
+            return []
+        return sorted(
+            p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")
+        )
+
+    async def load_all(self) -> None:
+        """Load every model; one that fails is recorded in the index and does not stop the rest."""
+        await asyncio.gather(
+            *(self.load(name) for name in self.model_names()), return_exceptions=True
+        )
+
+    def is_ready(self) -> bool:
+        """Every model found in the repository has at least one ready version."""
+        return all(
+            (m := self._models.get(n)) is not None and m.newest is not None
+            for n in self.model_names()
+        )
+
+    def resolve(self, name: str, version: str = "") -> ModelVersion:
+        """The version to serve: the newest ready one when `version` is empty."""
+        model = self._models.get(name)
+        if model is None or (not model.versions and not model.states):
+            raise ModelNotFound(f"unknown model '{name}'")
+        if not version:
+            if model.newest is None:
+                raise ModelUnavailable(f"model '{name}' has no ready version")
+            return model.newest
+        try:
+            number = int(version)
+        except ValueError:
+            raise InvalidRequest(f"model_version '{version}' must be an integer or empty") from None
+        found = model.versions.get(number)
+        if found is None:
+            raise ModelNotFound(
+                f"model '{name}' has no ready version {version}; ready: {sorted(model.versions)}"
+            )
+        return found
+
+    def versions(self, name: str) -> list[ModelVersion]:
+        model = self._models.get(name)
+        return [model.versions[v] for v in sorted(model.versions)] if model else []
+
+    def loaded(self) -> list[ModelVersion]:
+        return [v for name in sorted(self._models) for v in self.versions(name)]
+
+    def index(self, ready_only: bool = False) -> list[IndexEntry]:
+        entries = []
+        for name in sorted(set(self.model_names()) | set(self._models)):
+            model = self._models.get(name)
+            states = model.states if model else {"": (UNAVAILABLE, "not loaded")}
+            for version, (state, reason) in sorted(states.items()):
+                if not ready_only or state == READY:
+                    entries.append(IndexEntry(name, version, state, reason))
+        return entries
+
+    async def load(self, name: str) -> None:
+        """Load or reload a model; raises RepositoryError when no version could be served."""
+        model_dir = self._model_dir(name)
+        model = self._models.setdefault(name, _Model())
+        async with model.lock:
+            for version in model.states or {"": None}:
+                model.states[version] = (LOADING, "")
+            try:
+                config, built, failures = await asyncio.get_running_loop().run_in_executor(
+                    None, self._build, name, model_dir
+                )
+            except RepositoryError as exc:
+                self._record_failure(name, model, str(exc))
+                raise
+            if not built:
+                reason = "; ".join(failures.values()) or "no version directory with model.onnx"
+                self._record_failure(name, model, reason)
+                raise RepositoryError(f"model '{name}' could not be loaded: {reason}")
+            old = model.versions
+            model.versions = {
+                number: self._assemble(name, number, config, runtime)
+                for number, runtime in built.items()
+            }
+            model.newest = model.versions[max(model.versions)]
+            model.states = {str(n): (READY, "") for n in model.versions}
+            model.states.update({str(n): (UNAVAILABLE, why) for n, why in failures.items()})
+        log.info("loaded model", extra={"model": name, "versions": sorted(model.versions)})
+        self._on_change(name, True)
+        await _drain(old.values())
+
+    async def unload(self, name: str) -> None:
+        model = self._models.get(name)
+        if model is None or not model.versions:
+            self._model_dir(name)
+            raise ModelNotFound(f"model '{name}' is not loaded")
+        async with model.lock:
+            old = model.versions
+            model.states = {str(n): (UNLOADING, "") for n in old}
+            model.versions, model.newest = {}, None
+            self._on_change(name, False)
+            await _drain(old.values())
+            model.states = {str(n): (UNAVAILABLE, "unloaded") for n in old}
+        log.info("unloaded model", extra={"model": name})
+
+    async def close(self) -> None:
+        """Drain every batcher; sessions are released with their last reference."""
+        versions = self.loaded()
+        for model in self._models.values():
+            model.versions, model.newest = {}, None
+        await _drain(versions)
+
+    def _model_dir(self, name: str) -> Path:
+        path = (self.root / name).resolve()
+        if not name or "/" in name or "\\" in name or path.parent != self.root:
+            raise ForbiddenPath(
+                f"model name '{name}' must name a directory directly inside the repository"
+            )
+        if not path.is_dir():
+            raise ModelNotFound(f"no model '{name}' in the repository")
+        return path
+
+    def _build(
+        self, name: str, model_dir: Path
+    ) -> tuple[ModelConfig, dict[int, OnnxModel], dict[int, str]]:
+        """Runs in a thread: parse the config, then load and warm up each selected version."""
+        config = load_config(model_dir)
+        available = [
+            int(p.name)
+            for p in model_dir.iterdir()
+            if p.is_dir() and p.name.isdigit() and (p / MODEL_FILE).is_file()
+        ]
+        built: dict[int, OnnxModel] = {}
+        failures: dict[int, str] = {}
+        for number in config.version_policy.select(available):
+            try:
+                runtime = OnnxModel(
+                    model_dir / str(number) / MODEL_FILE, config, workers=self._workers
+                )
+                runtime.warm_up()
+                built[number] = runtime
+            except Exception as exc:  # a broken version must not stop the others
+                log.warning(
+                    "version failed to load",
+                    extra={"model": name, "version": number, "reason": str(exc)},
+                )
+                failures[number] = f"version {number}: {exc}"
+        return config, built, failures
+
+    def _assemble(
+        self, name: str, number: int, config: ModelConfig, runtime: OnnxModel
+    ) -> ModelVersion:
+        stats = ModelStats()
+        signature = runtime.signature
+        return ModelVersion(
+            name=name,
+            version=number,
+            config=config,
+            runtime=runtime,
+            validator=Validator(name, signature),
+            batcher=Batcher(
+                name, runtime, config.max_batch_size, config.batching, config.instances, stats
+            ),
+            stats=stats,
+            output_types={spec.name: spec.datatype for spec in signature.outputs},
+        )
+
+    def _record_failure(self, name: str, model: _Model, reason: str) -> None:
+        log.warning("model failed to load", extra={"model": name, "reason": reason})
+        if model.versions:  # the old versions keep serving
+            model.states = {str(n): (READY, "") for n in model.versions}
+            model.states[""] = (UNAVAILABLE, f"reload failed, previous versions serve: {reason}")
+        else:
+            model.states = {"": (UNAVAILABLE, reason)}
+
+
+async def _drain(versions: Iterable[ModelVersion]) -> None:
+    await asyncio.gather(*(v.batcher.close() for v in versions))

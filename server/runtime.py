@@ -1,0 +1,145 @@
+"""ONNX Runtime sessions: one per loaded model version.
+
+`OnnxModel.run` is called from worker threads; ONNX Runtime releases the GIL while it
+computes, so the event loop keeps serving. Its exceptions are converted to domain errors
+where they are raised.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from server import datatypes
+from server.config import ModelConfig, TensorSpec
+from server.errors import InvalidRequest, RepositoryError, RuntimeFailure
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Signature:
+    """What a model version accepts and returns; dims exclude the batch dimension
+    when the model batches (max_batch_size > 0)."""
+
+    max_batch_size: int
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+    def full_shape(self, spec: TensorSpec) -> tuple[int, ...]:
+        """The shape clients see in metadata: -1 leads for the batch dimension."""
+        return (-1, *spec.dims) if self.max_batch_size > 0 else spec.dims
+
+
+@contextlib.contextmanager
+def runtime_errors(model: str) -> Iterator[None]:
+    """Turn ONNX Runtime's exceptions into domain errors, naming the model."""
+    try:
+        yield
+    except ort.capi.onnxruntime_pybind11_state.InvalidArgument as exc:
+        raise InvalidRequest(f"model '{model}' rejected the input: {exc}") from exc
+    except (ort.capi.onnxruntime_pybind11_state.Fail, RuntimeError) as exc:
+        raise RuntimeFailure(f"model '{model}' failed while executing: {exc}") from exc
+
+
+def default_intra_op_threads(workers: int, instances: int) -> int:
+    """Split the cores so that workers x instances x threads does not oversubscribe them."""
+    return max(1, (os.cpu_count() or 1) // max(1, workers * instances))
+
+
+class OnnxModel:
+    """One ONNX Runtime session and the signature the server validates against."""
+
+    def __init__(self, path: Path, config: ModelConfig, *, workers: int = 1) -> None:
+        self.name = config.name
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = config.intra_op_threads or default_intra_op_threads(
+            workers, config.instances
+        )
+        options.inter_op_num_threads = config.inter_op_threads
+        options.log_severity_level = 3
+        try:
+            self._session = ort.InferenceSession(
+                str(path), options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:
+            raise RepositoryError(f"ONNX Runtime could not load {path}: {exc}") from exc
+        self.signature = _signature(self._session, config)
+
+    def run(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str]) -> list[np.ndarray]:
+        with runtime_errors(self.name):
+            result: list[Any] = self._session.run(list(outputs), dict(feeds))
+        return result
+
+    def warm_up(self) -> None:
+        """Run once on zeros so that the first client does not pay for lazy initialisation."""
+        batch = (1,) if self.signature.max_batch_size > 0 else ()
+        feeds = {
+            spec.name: np.zeros(
+                batch + tuple(1 if d < 0 else d for d in spec.dims),
+                dtype=spec.datatype.numpy if spec.datatype.name != "BYTES" else np.str_,
+            ).astype(spec.datatype.numpy)
+            for spec in self.signature.inputs
+            if not spec.optional
+        }
+        self.run(feeds, [spec.name for spec in self.signature.outputs])
+
+
+def _signature(session: ort.InferenceSession, config: ModelConfig) -> Signature:
+    batched = config.max_batch_size > 0
+    declared_inputs = _from_onnx(session.get_inputs(), batched, config.name)
+    declared_outputs = _from_onnx(session.get_outputs(), batched, config.name)
+    inputs = _reconcile("input", config.inputs, declared_inputs, config.name)
+    outputs = _reconcile("output", config.outputs, declared_outputs, config.name)
+    return Signature(config.max_batch_size, inputs, outputs)
+
+
+def _from_onnx(nodes: Sequence[Any], batched: bool, model: str) -> tuple[TensorSpec, ...]:
+    specs = []
+    for node in nodes:
+        dtype = datatypes.BY_ONNX.get(node.type)
+        if dtype is None:
+            raise RepositoryError(f"model '{model}': {node.name} has unsupported type {node.type}")
+        dims = tuple(d if isinstance(d, int) and d > 0 else -1 for d in (node.shape or ()))
+        if batched:
+            if not dims or dims[0] != -1:
+                raise RepositoryError(
+                    f"model '{model}': max_batch_size > 0 needs a dynamic first dimension "
+                    f"on '{node.name}', which has shape {list(dims)}"
+                )
+            dims = dims[1:]
+        specs.append(TensorSpec(node.name, dtype, dims))
+    return tuple(specs)
+
+
+def _reconcile(
+    kind: str,
+    configured: tuple[TensorSpec, ...] | None,
+    declared: tuple[TensorSpec, ...],
+    model: str,
+) -> tuple[TensorSpec, ...]:
+    """Config overrides the ONNX declaration, but may only name tensors the file has."""
+    if configured is None:
+        return declared
+    by_name = {spec.name: spec for spec in declared}
+    for spec in configured:
+        onnx_spec = by_name.get(spec.name)
+        if onnx_spec is None:
+            raise RepositoryError(
+                f"model '{model}': config {kind} '{spec.name}' is not in the ONNX file, "
+                f"which has {sorted(by_name)}"
+            )
+        if onnx_spec.datatype != spec.datatype:
+            raise RepositoryError(
+                f"model '{model}': config {kind} '{spec.name}' is {spec.datatype.name} "
+                f"but the ONNX file says {onnx_spec.datatype.name}"
+            )
+    return configured

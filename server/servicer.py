@@ -1,0 +1,133 @@
+"""The `inference.GRPCInferenceService` servicer: decode, call the data plane, encode."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import grpc
+
+from inference import grpc_service_pb2 as pb
+from inference import grpc_service_pb2_grpc as pb_grpc
+from server import messages
+from server.dataplane import DataPlane
+from server.errors import InvalidRequest
+from server.status import grpc_errors, status_for
+from server.tensors import decode_request, encode_response
+
+
+class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
+    def __init__(self, dataplane: DataPlane, max_elements: int) -> None:
+        self._dataplane = dataplane
+        self._max_elements = max_elements
+
+    async def ServerLive(self, request: pb.ServerLiveRequest, context: object) -> object:
+        return pb.ServerLiveResponse(live=self._dataplane.live)
+
+    async def ServerReady(self, request: pb.ServerReadyRequest, context: object) -> object:
+        return pb.ServerReadyResponse(ready=self._dataplane.ready())
+
+    async def ModelReady(self, request: pb.ModelReadyRequest, context: object) -> object:
+        return pb.ModelReadyResponse(
+            ready=self._dataplane.model_ready(request.name, request.version)
+        )
+
+    async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: object) -> object:
+        return messages.server_metadata(self._dataplane.info)
+
+    @grpc_errors
+    async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: object) -> object:
+        version = self._dataplane.model(request.name, request.version)
+        return messages.model_metadata(version, self._dataplane.versions(request.name))
+
+    @grpc_errors
+    async def ModelConfig(self, request: pb.ModelConfigRequest, context: object) -> object:
+        return messages.model_config(self._dataplane.model(request.name, request.version))
+
+    @grpc_errors
+    async def ModelStatistics(self, request: pb.ModelStatisticsRequest, context: object) -> object:
+        return messages.model_statistics(self._dataplane.statistics(request.name, request.version))
+
+    @grpc_errors
+    async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context: object) -> object:
+        _check_repository(request.repository_name)
+        return messages.repository_index(self._dataplane.index(request.ready))
+
+    @grpc_errors
+    async def RepositoryModelLoad(
+        self, request: pb.RepositoryModelLoadRequest, context: object
+    ) -> object:
+        _check_repository(request.repository_name)
+        await self._dataplane.load(request.model_name)
+        return pb.RepositoryModelLoadResponse()
+
+    @grpc_errors
+    async def RepositoryModelUnload(
+        self, request: pb.RepositoryModelUnloadRequest, context: object
+    ) -> object:
+        _check_repository(request.repository_name)
+        await self._dataplane.unload(request.model_name)
+        return pb.RepositoryModelUnloadResponse()
+
+    @grpc_errors
+    async def ModelInfer(
+        self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
+    ) -> object:
+        remaining = context.time_remaining()
+        deadline = None if remaining is None else time.monotonic() + remaining
+        decoded = decode_request(request, self._max_elements)
+        return encode_response(await self._dataplane.infer(decoded, deadline))
+
+    async def ModelStreamInfer(
+        self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: object
+    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        """Requests run concurrently, so one stream fills batches; replies come in
+        completion order, correlated by `id`. A failed request gets `error_message` and
+        the stream stays open."""
+        replies: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
+        running: set[asyncio.Task[None]] = set()
+
+        async def answer(request: pb.ModelInferRequest) -> None:
+            try:
+                decoded = decode_request(request, self._max_elements)
+                response = encode_response(await self._dataplane.infer(decoded))
+                replies.put_nowait(pb.ModelStreamInferResponse(infer_response=response))
+            except Exception as exc:
+                replies.put_nowait(
+                    pb.ModelStreamInferResponse(
+                        error_message=status_for(exc)[1],
+                        infer_response=pb.ModelInferResponse(
+                            model_name=request.model_name,
+                            model_version=request.model_version,
+                            id=request.id,
+                        ),
+                    )
+                )
+
+        async def read() -> None:
+            try:
+                async for request in request_iterator:
+                    task = asyncio.create_task(answer(request))
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+                while running:
+                    await asyncio.gather(*running)
+            finally:
+                replies.put_nowait(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (reply := await replies.get()) is not None:
+                yield reply
+            await reader
+        finally:
+            reader.cancel()
+            for task in running:
+                task.cancel()
+
+
+def _check_repository(name: str) -> None:
+    """One repository per server; Triton's clients send an empty name."""
+    if name:
+        raise InvalidRequest(f"repository_name '{name}' is unknown; leave it empty")
