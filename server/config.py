@@ -14,6 +14,8 @@ Unknown keys are an error, so that a typo never silently changes behaviour.
       max_queue_delay_us: 0     # how long a partial batch may wait for more
       preferred_batch_sizes: []
       max_queue_size: 1024      # beyond it: RESOURCE_EXHAUSTED
+    warmup:                     # only for inputs whose default (zeros, dynamic dims 1) fails
+      - {name: sr, shape: [], value: 16000}   # shape includes the batch dimension
 """
 
 from __future__ import annotations
@@ -59,6 +61,15 @@ class VersionPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class WarmupInput:
+    """The tensor fed to one input at load time: `shape` (with the batch dimension) of `value`."""
+
+    name: str
+    shape: tuple[int, ...] | None = None
+    value: float = 0
+
+
+@dataclass(frozen=True, slots=True)
 class BatchingConfig:
     max_queue_delay_us: int = 0
     preferred_batch_sizes: tuple[int, ...] = ()
@@ -77,6 +88,7 @@ class ModelConfig:
     intra_op_threads: int = 0
     inter_op_threads: int = 1
     batching: BatchingConfig = field(default_factory=BatchingConfig)
+    warmup: tuple[WarmupInput, ...] = ()
 
 
 _TOP_KEYS = {
@@ -88,6 +100,7 @@ _TOP_KEYS = {
     "instances",
     "threads",
     "dynamic_batching",
+    "warmup",
 }
 
 
@@ -130,6 +143,7 @@ def _parse(name: str, raw: dict[str, Any]) -> ModelConfig:
         intra_op_threads=_non_negative("threads.intra_op", threads.get("intra_op", 0)),
         inter_op_threads=_non_negative("threads.inter_op", threads.get("inter_op", 1)),
         batching=_batching(raw.get("dynamic_batching") or {}),
+        warmup=_warmup(raw.get("warmup") or []),
     )
 
 
@@ -201,3 +215,20 @@ def _batching(raw: Any) -> BatchingConfig:
         preferred_batch_sizes=tuple(sorted(preferred)),
         max_queue_size=max_queue_size,
     )
+
+
+def _warmup(raw: Any) -> tuple[WarmupInput, ...]:
+    if not isinstance(raw, list):
+        raise TypeError("warmup must be a list")
+    entries = []
+    for item in raw:
+        _check_keys("warmup", item, {"name", "shape", "value"})
+        shape = item.get("shape")
+        entries.append(
+            WarmupInput(
+                name=str(item["name"]),
+                shape=None if shape is None else tuple(int(d) for d in shape),
+                value=float(item.get("value", 0)),
+            )
+        )
+    return tuple(entries)

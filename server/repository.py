@@ -217,7 +217,7 @@ class Repository:
                 runtime = OnnxModel(
                     model_dir / str(number) / MODEL_FILE, config, workers=self._workers
                 )
-                runtime.warm_up()
+                runtime.warm_up(config.warmup)
                 built[number] = runtime
             except Exception as exc:  # a broken version must not stop the others
                 log.warning(

@@ -19,7 +19,7 @@ import numpy as np
 import onnxruntime as ort
 
 from server import datatypes
-from server.config import ModelConfig, TensorSpec
+from server.config import ModelConfig, TensorSpec, WarmupInput
 from server.errors import InvalidRequest, RepositoryError, RuntimeFailure
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ class OnnxModel:
             workers, config.instances
         )
         options.inter_op_num_threads = config.inter_op_threads
-        options.log_severity_level = 3
+        options.log_severity_level = 4  # errors surface as exceptions, not stderr noise
         try:
             self._session = ort.InferenceSession(
                 str(path), options, providers=["CPUExecutionProvider"]
@@ -79,17 +79,23 @@ class OnnxModel:
             result: list[Any] = self._session.run(list(outputs), dict(feeds))
         return result
 
-    def warm_up(self) -> None:
-        """Run once on zeros so that the first client does not pay for lazy initialisation."""
+    def warm_up(self, overrides: Sequence[WarmupInput] = ()) -> None:
+        """Run once so that the first client does not pay for lazy initialisation.
+
+        Inputs get zeros with dynamic dimensions of 1, unless `overrides` says otherwise.
+        """
         batch = (1,) if self.signature.max_batch_size > 0 else ()
-        feeds = {
-            spec.name: np.zeros(
-                batch + tuple(1 if d < 0 else d for d in spec.dims),
-                dtype=spec.datatype.numpy if spec.datatype.name != "BYTES" else np.str_,
-            ).astype(spec.datatype.numpy)
-            for spec in self.signature.inputs
-            if not spec.optional
-        }
+        chosen = {entry.name: entry for entry in overrides}
+        feeds = {}
+        for spec in self.signature.inputs:
+            entry = chosen.get(spec.name, WarmupInput(spec.name))
+            shape = entry.shape
+            if shape is None:
+                shape = batch + tuple(1 if d < 0 else d for d in spec.dims)
+            if spec.datatype.itemsize == 0:
+                feeds[spec.name] = np.full(shape, str(entry.value), dtype=object)
+            else:
+                feeds[spec.name] = np.full(shape, entry.value, dtype=spec.datatype.numpy)
         self.run(feeds, [spec.name for spec in self.signature.outputs])
 
 
