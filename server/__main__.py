@@ -6,12 +6,14 @@ import sys
 
 import uvloop
 
-from server import app, logs, settings
+from server import app, logs, settings, workers
 
 
 def main(argv: list[str] | None = None) -> int:
     config = settings.parse(argv)
     logs.configure(config.log_level)
+    if config.workers > 1:
+        return workers.run(config)
     uvloop.run(app.run(config))
     return 0
 

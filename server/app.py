@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 
@@ -34,8 +35,9 @@ def _version() -> str:
 class InferenceServer:
     """One grpc.aio server with the inference, health and reflection services."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, worker: int | None = None) -> None:
         self.settings = settings
+        self.worker = worker
         self.health = health.aio.HealthServicer()
         self.repository = Repository(
             settings.model_repository, settings.workers, on_change=self._model_changed
@@ -78,7 +80,9 @@ class InferenceServer:
         log.info(
             "listening",
             extra={
-                "event": "listening",
+                # Under --workers the parent announces "listening" once all workers do.
+                "event": "listening" if self.worker is None else "worker_listening",
+                "worker": self.worker,
                 "grpc_port": self.port,
                 "grpc_address": f"{self.settings.host}:{self.port}",
                 "models": [v.name + "/" + str(v.version) for v in self.repository.loaded()],
@@ -96,12 +100,16 @@ class InferenceServer:
         log.info("stopped", extra={"event": "stopped"})
 
 
-async def run(settings: Settings) -> None:
-    server = InferenceServer(settings)
+async def run(
+    settings: Settings,
+    on_ready: Callable[[int], None] = lambda port: None,
+    worker: int | None = None,
+) -> None:
+    server = InferenceServer(settings, worker)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await server.start()
+    on_ready(await server.start())
     await stop.wait()
     await server.stop()
