@@ -150,9 +150,11 @@ class Repository:
                 config, built, failures = await asyncio.get_running_loop().run_in_executor(
                     None, self._build, name, model_dir
                 )
-            except RepositoryError as exc:
+            except Exception as exc:
                 self._record_failure(name, model, str(exc))
-                raise
+                if isinstance(exc, RepositoryError):
+                    raise
+                raise RepositoryError(f"model '{name}' could not be loaded: {exc}") from exc
             if not built:
                 reason = "; ".join(failures.values()) or "no version directory with model.onnx"
                 self._record_failure(name, model, reason)
