@@ -42,10 +42,14 @@ models/.stamp: $(VENV)/.installed-run models/build.py
 
 models: models/.stamp
 
+# Triton's perf_analyzer (C++), from the tritonclient 2.41.0 wheel: see docs/perf_analyzer.md.
+perf-analyzer: $(VENV)/.installed-run
+	$(PY) loadtests/perf_analyzer.py install --venv $(VENV)
+
 run: protos models
 	$(PY) -m server --model-repository models --host $(HOST) --grpc-port $(GRPC_PORT)
 
-test: install-test protos models
+test: install-test protos models perf-analyzer
 	$(PY) -m ruff check server tests models loadtests
 	$(PY) -m ruff format --check server tests models loadtests
 	$(PY) -m pytest tests/unit
