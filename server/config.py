@@ -9,6 +9,7 @@ Unknown keys are an error, so that a typo never silently changes behaviour.
     outputs: [{name: y, datatype: FP32, dims: [10]}]
     version_policy: {latest: 1} # or {all: true} or {specific: [1, 3]}
     instances: 1                # concurrent executions of one version
+    execution: thread           # or inline: run on the event loop (tiny models only)
     threads: {intra_op: 0, inter_op: 1}   # 0: chosen from the core count
     dynamic_batching:
       max_queue_delay_us: 0     # how long a partial batch may wait for more
@@ -31,6 +32,7 @@ from server.datatypes import DataType
 from server.errors import RepositoryError
 
 PLATFORM = "onnxruntime_onnx"
+EXECUTION_MODES = ("thread", "inline")
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +91,7 @@ class ModelConfig:
     inter_op_threads: int = 1
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     warmup: tuple[WarmupInput, ...] = ()
+    execution: str = "thread"
 
 
 _TOP_KEYS = {
@@ -101,6 +104,7 @@ _TOP_KEYS = {
     "threads",
     "dynamic_batching",
     "warmup",
+    "execution",
 }
 
 
@@ -132,6 +136,11 @@ def _parse(name: str, raw: dict[str, Any]) -> ModelConfig:
     instances = _non_negative("instances", raw.get("instances", 1))
     if instances < 1:
         raise ValueError("instances must be at least 1")
+    execution = str(raw.get("execution", "thread"))
+    if execution not in EXECUTION_MODES:
+        raise ValueError(f"execution must be one of {list(EXECUTION_MODES)}, got {execution!r}")
+    if execution == "inline" and instances != 1:
+        raise ValueError("execution: inline runs on the event loop, so instances must be 1")
     return ModelConfig(
         name=name,
         platform=platform,
@@ -144,6 +153,7 @@ def _parse(name: str, raw: dict[str, Any]) -> ModelConfig:
         inter_op_threads=_non_negative("threads.inter_op", threads.get("inter_op", 1)),
         batching=_batching(raw.get("dynamic_batching") or {}),
         warmup=_warmup(raw.get("warmup") or []),
+        execution=execution,
     )
 
 

@@ -241,7 +241,13 @@ class Repository:
             runtime=runtime,
             validator=Validator(name, signature),
             batcher=Batcher(
-                name, runtime, config.max_batch_size, config.batching, config.instances, stats
+                name,
+                runtime,
+                config.max_batch_size,
+                config.batching,
+                config.instances,
+                stats,
+                inline=config.execution == "inline",
             ),
             stats=stats,
             output_types={spec.name: spec.datatype for spec in signature.outputs},
