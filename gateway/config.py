@@ -1,0 +1,125 @@
+"""Rendering the Envoy configuration from gateway/envoy.yaml and the settings."""
+
+import json
+import re
+from importlib import resources
+from string import Template
+from typing import Any
+
+from gateway.settings import GatewaySettings, StaticFile
+
+# The gRPC code put in the JSON body of Envoy's own error replies to REST
+# callers: the inverse of the transcoder's gRPC-to-HTTP mapping, so that
+# Envoy's errors and the server's errors read the same.
+GRPC_CODE_FOR_HTTP_STATUS = {
+    400: 3,  # INVALID_ARGUMENT
+    401: 16,  # UNAUTHENTICATED
+    403: 7,  # PERMISSION_DENIED
+    404: 5,  # NOT_FOUND
+    413: 8,  # RESOURCE_EXHAUSTED
+    429: 8,  # RESOURCE_EXHAUSTED
+    500: 13,  # INTERNAL
+    501: 12,  # UNIMPLEMENTED
+    503: 14,  # UNAVAILABLE
+    504: 4,  # DEADLINE_EXCEEDED
+}
+UNKNOWN = 2
+
+# Room for the OpenAPI document and a demo page, each read into memory.
+MAX_STATIC_BYTES = 4 * 1024 * 1024
+
+_STATIC_ROUTE_INDENT = " " * 14
+
+# Selects REST callers when Envoy replies itself. A gRPC-web request has
+# become gRPC by then, and a REST request too once the transcoder has rewritten
+# it (which it marks with x-envoy-original-path): the transcoder's own errors
+# after that point (a malformed body) must still be JSON.
+_REST_CALLER = {
+    "or_filter": {
+        "filters": [
+            {
+                "header_filter": {
+                    "header": {
+                        "name": "content-type",
+                        "string_match": {"prefix": "application/grpc"},
+                        "invert_match": True,
+                        "treat_missing_header_as_empty": True,
+                    }
+                }
+            },
+            {"header_filter": {"header": {"name": "x-envoy-original-path", "present_match": True}}},
+        ]
+    }
+}
+
+
+def _status_filter(op: str, status: int) -> dict[str, Any]:
+    value = {"default_value": status, "runtime_key": f"gateway.local_reply.{op}.{status}"}
+    return {"status_code_filter": {"comparison": {"op": op, "value": value}}}
+
+
+def _json_error(op: str, status: int, code: int) -> dict[str, Any]:
+    return {
+        "filter": {"and_filter": {"filters": [_status_filter(op, status), _REST_CALLER]}},
+        "body_format_override": {"json_format": {"code": code, "message": "%LOCAL_REPLY_BODY%"}},
+    }
+
+
+def local_reply_mappers() -> list[dict[str, Any]]:
+    """One mapper per known status, then a catch-all for every other error status."""
+    known = [_json_error("EQ", status, code) for status, code in GRPC_CODE_FOR_HTTP_STATUS.items()]
+    return [*known, _json_error("GE", 400, UNKNOWN)]
+
+
+def cors_origin_matcher(origin: str) -> dict[str, Any]:
+    """An Envoy string matcher for one allowed origin (see GatewaySettings.cors_origins)."""
+    if origin == "*":
+        return {"safe_regex": {"regex": ".*"}}
+    if "*" not in origin:
+        return {"exact": origin}
+    pattern = "[^/]*".join(re.escape(part) for part in origin.split("*"))
+    return {"safe_regex": {"regex": pattern}}
+
+
+def _static_route(static: StaticFile) -> dict[str, Any]:
+    return {
+        "match": {
+            "path": static.url_path,
+            "headers": [{"name": ":method", "string_match": {"exact": "GET"}}],
+        },
+        "direct_response": {"status": 200, "body": {"filename": str(static.file.resolve())}},
+        "response_headers_to_add": [
+            {
+                "header": {"key": "content-type", "value": static.content_type},
+                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+            }
+        ],
+        "typed_per_filter_config": {
+            "envoy.filters.http.grpc_json_transcoder": {
+                "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig",
+                "disabled": True,
+            }
+        },
+    }
+
+
+def render(settings: GatewaySettings) -> str:
+    """The Envoy configuration (YAML) for these settings."""
+    template = Template((resources.files("gateway") / "envoy.yaml").read_text())
+    static_routes = "\n".join(
+        f"{_STATIC_ROUTE_INDENT}- {json.dumps(_static_route(s))}" for s in settings.served_files()
+    )
+    values = {
+        "admin_host": settings.admin_host,
+        "admin_port": settings.admin_port,
+        "listen_host": settings.listen_host,
+        "listen_port": settings.listen_port,
+        "upstream_host": settings.upstream_host,
+        "upstream_port": settings.upstream_port,
+        "descriptor_path": str(settings.built.descriptor_path),
+        "cors_origins": [cors_origin_matcher(o) for o in settings.cors_origins],
+        "max_static_bytes": MAX_STATIC_BYTES,
+        "local_reply_mappers": local_reply_mappers(),
+    }
+    rendered = {key: json.dumps(value) for key, value in values.items()}
+    return template.substitute(rendered, static_routes=static_routes)

@@ -1,0 +1,580 @@
+"""The Envoy gateway end to end: a real Envoy in front of a real server, real clients.
+
+REST with httpx, gRPC-web as raw frames over HTTP/1.1, native gRPC with tritonclient.
+Nothing here imports the server's `inference` package; protobuf messages for gRPC-web
+come from tritonclient's copy of the same contract.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import socket
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import tritonclient.grpc as triton
+from processes import ROOT, ServerProcess, start_server
+from tritonclient.grpc import service_pb2
+from tritonclient.utils import InferenceServerException
+
+from gateway import RunningGateway, start_gateway
+from gateway.build import build
+from gateway.paths import BuildOutputs
+
+ORIGIN = "http://localhost:5173"
+GRPC_WEB_LIVE = "/inference.GRPCInferenceService/ServerLive"
+GRPC_WEB_INFER = "/inference.GRPCInferenceService/ModelInfer"
+
+
+# --- fixtures -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> BuildOutputs:
+    return build(tmp_path_factory.mktemp("gateway-build"))
+
+
+@pytest.fixture(scope="module")
+def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A repository holding only digits (versions 1 and 2), built by `make models`."""
+    source = ROOT / "models" / "digits"
+    assert (source / "1" / "model.onnx").exists(), "run `make models` first"
+    root = tmp_path_factory.mktemp("repository")
+    shutil.copytree(source, root / "digits")
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(repository: Path) -> Iterator[ServerProcess]:
+    with start_server(repository) as process:
+        yield process
+
+
+@pytest.fixture(scope="module")
+def gateway(
+    server: ServerProcess, built: BuildOutputs, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningGateway]:
+    log = tmp_path_factory.mktemp("envoy") / "envoy.log"
+    with start_gateway(
+        server.grpc_port, build_dir=built.descriptor_path.parent, log_path=log
+    ) as running:
+        yield running
+
+
+@pytest.fixture
+def rest(gateway: RunningGateway) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=gateway.url, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def triton_via_gateway(gateway: RunningGateway) -> Iterator[triton.InferenceServerClient]:
+    client = triton.InferenceServerClient(gateway.address)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def triton_direct(server: ServerProcess) -> Iterator[triton.InferenceServerClient]:
+    client = triton.InferenceServerClient(server.grpc_address)
+    yield client
+    client.close()
+
+
+def _free_port() -> int:
+    """A port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# --- inputs and decoding --------------------------------------------------------------------
+
+ROWS = np.random.default_rng(4).integers(0, 17, size=(3, 64)).astype(np.float32)
+
+
+def _rest_body(rows: np.ndarray) -> dict[str, Any]:
+    tensor = {"name": "input", "datatype": "FP32", "shape": list(rows.shape)}
+    return {"inputs": [tensor | {"contents": {"fp32_contents": rows.ravel().tolist()}}]}
+
+
+def _rest_outputs(reply: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Outputs of a REST ModelInfer reply as arrays (int64 arrive as decimal strings)."""
+    arrays = {}
+    for output in reply["outputs"]:
+        shape = [int(d) for d in output["shape"]]
+        contents = output["contents"]
+        if output["datatype"] == "INT64":
+            values = np.array([int(v) for v in contents["int64_contents"]], dtype=np.int64)
+        else:
+            values = np.array(contents["fp32_contents"], dtype=np.float32)
+        arrays[output["name"]] = values.reshape(shape)
+    return arrays
+
+
+def _triton_outputs(
+    client: triton.InferenceServerClient, rows: np.ndarray, version: str = ""
+) -> dict[str, np.ndarray]:
+    tensor = triton.InferInput("input", list(rows.shape), "FP32")
+    tensor.set_data_from_numpy(rows)
+    result = client.infer("digits", [tensor], model_version=version)
+    return {name: result.as_numpy(name) for name in ("label", "probabilities")}
+
+
+def _grpc_web_frame(message: bytes) -> bytes:
+    return b"\x00" + len(message).to_bytes(4, "big") + message
+
+
+def _decode_grpc_web_text(body: bytes) -> bytes:
+    # Envoy base64-encodes each chunk on its own, padding included, so decode per
+    # 4-character quantum rather than the body as one string.
+    return b"".join(base64.b64decode(body[i : i + 4]) for i in range(0, len(body), 4))
+
+
+def _grpc_web_reply(body: bytes) -> tuple[list[bytes], dict[str, str]]:
+    """Split a gRPC-web body into its messages and its trailers."""
+    messages, trailers, at = [], {}, 0
+    while at < len(body):
+        flags, length = body[at], int.from_bytes(body[at + 1 : at + 5], "big")
+        payload = body[at + 5 : at + 5 + length]
+        at += 5 + length
+        if flags & 0x80:
+            for line in payload.decode().split("\r\n"):
+                if line:
+                    key, _, value = line.partition(":")
+                    trailers[key.strip().lower()] = value.strip()
+        else:
+            messages.append(payload)
+    return messages, trailers
+
+
+def _infer_request(rows: np.ndarray, model: str = "digits") -> bytes:
+    request = service_pb2.ModelInferRequest(model_name=model)
+    tensor = request.inputs.add(name="input", datatype="FP32", shape=list(rows.shape))
+    tensor.contents.fp32_contents.extend(rows.ravel().tolist())
+    return request.SerializeToString()
+
+
+# --- REST: every annotated path -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Call:
+    """One REST call: the OpenAPI path it exercises, what to send, what must come back."""
+
+    template: str
+    method: str
+    path: str
+    body: Any
+    status: int
+    check: Callable[[Any], bool]
+
+
+_INFER_BODY = _rest_body(ROWS[:1])
+_HAS_LABEL = lambda reply: [o["name"] for o in reply["outputs"]] == ["label", "probabilities"]  # noqa: E731
+
+CALLS = [
+    Call("/v2/health/live", "GET", "/v2/health/live", None, 200, lambda r: r == {"live": True}),
+    Call("/v2/health/ready", "GET", "/v2/health/ready", None, 200, lambda r: r == {"ready": True}),
+    Call("/v2", "GET", "/v2", None, 200, lambda r: "model_repository" in r["extensions"]),
+    Call(
+        "/v2/models/{name}",
+        "GET",
+        "/v2/models/digits",
+        None,
+        200,
+        lambda r: r["versions"] == ["1", "2"] and r["inputs"][0]["shape"] == ["-1", "64"],
+    ),
+    Call(
+        "/v2/models/{name}/versions/{version}",
+        "GET",
+        "/v2/models/digits/versions/1",
+        None,
+        200,
+        lambda r: r["name"] == "digits" and r["platform"] == "onnxruntime_onnx",
+    ),
+    Call(
+        "/v2/models/{name}/ready", "GET", "/v2/models/digits/ready", None, 200, lambda r: r["ready"]
+    ),
+    Call(
+        "/v2/models/{name}/versions/{version}/ready",
+        "GET",
+        "/v2/models/digits/versions/7/ready",
+        None,
+        200,
+        lambda r: r == {"ready": False},
+    ),
+    Call(
+        "/v2/models/{name}/config",
+        "GET",
+        "/v2/models/digits/config",
+        None,
+        200,
+        lambda r: r["config"]["max_batch_size"] == 64,
+    ),
+    Call(
+        "/v2/models/{name}/versions/{version}/config",
+        "GET",
+        "/v2/models/digits/versions/2/config",
+        None,
+        200,
+        lambda r: r["config"]["input"][0]["data_type"] == "TYPE_FP32",
+    ),
+    Call(
+        "/v2/models/{name}/stats",
+        "GET",
+        "/v2/models/digits/stats",
+        None,
+        200,
+        lambda r: {s["version"] for s in r["model_stats"]} == {"1", "2"},
+    ),
+    Call(
+        "/v2/models/{name}/versions/{version}/stats",
+        "GET",
+        "/v2/models/digits/versions/1/stats",
+        None,
+        200,
+        lambda r: [s["version"] for s in r["model_stats"]] == ["1"],
+    ),
+    Call(
+        "/v2/models/stats",
+        "GET",
+        "/v2/models/stats",
+        None,
+        200,
+        lambda r: {s["name"] for s in r["model_stats"]} == {"digits"},
+    ),
+    Call(
+        "/v2/models/{model_name}/infer",
+        "POST",
+        "/v2/models/digits/infer",
+        _INFER_BODY,
+        200,
+        lambda r: r["model_version"] == "2" and _HAS_LABEL(r),
+    ),
+    Call(
+        "/v2/models/{model_name}/versions/{model_version}/infer",
+        "POST",
+        "/v2/models/digits/versions/1/infer",
+        _INFER_BODY,
+        200,
+        lambda r: r["model_version"] == "1" and _HAS_LABEL(r),
+    ),
+    Call(
+        "/v2/stream_infer",
+        "POST",
+        "/v2/stream_infer",
+        [_INFER_BODY | {"model_name": "digits", "id": str(i)} for i in range(2)],
+        200,
+        lambda r: sorted(m["infer_response"]["id"] for m in r) == ["0", "1"],
+    ),
+    Call(
+        "/v2/repository/index",
+        "POST",
+        "/v2/repository/index",
+        {"ready": True},
+        200,
+        lambda r: {(m["name"], m["state"]) for m in r["models"]} == {("digits", "READY")},
+    ),
+    # Loading and unloading a real model: test_repository_load_and_unload.
+    Call(
+        "/v2/repository/models/{model_name}/load",
+        "POST",
+        "/v2/repository/models/nope/load",
+        {},
+        404,
+        lambda r: r["code"] == 5,
+    ),
+    Call(
+        "/v2/repository/models/{model_name}/unload",
+        "POST",
+        "/v2/repository/models/nope/unload",
+        {},
+        404,
+        lambda r: r["code"] == 5,
+    ),
+]
+
+
+@pytest.mark.parametrize("call", CALLS, ids=[f"{c.method} {c.path}" for c in CALLS])
+def test_rest_path(rest: httpx.Client, call: Call) -> None:
+    reply = rest.request(call.method, call.path, json=call.body)
+    assert reply.status_code == call.status, reply.text
+    assert reply.headers["content-type"] == "application/json"
+    assert call.check(reply.json()), reply.text
+
+
+def test_every_annotated_path_is_called(rest: httpx.Client) -> None:
+    documented = set(rest.get("/openapi.json").json()["paths"])
+    assert documented == {c.template for c in CALLS}
+
+
+def test_repository_load_and_unload(repository: Path, built: BuildOutputs) -> None:
+    # A server of its own: unloading must not disturb the other tests.
+    with (
+        start_server(repository) as server,
+        start_gateway(server.grpc_port, build_dir=built.descriptor_path.parent) as gateway,
+        httpx.Client(base_url=gateway.url) as rest,
+    ):
+        assert rest.post("/v2/repository/models/digits/unload", json={}).json() == {}
+        assert rest.get("/v2/models/digits/ready").json() == {"ready": False}
+        assert rest.post("/v2/repository/models/digits/load").json() == {}
+        assert rest.get("/v2/models/digits/ready").json() == {"ready": True}
+
+
+# --- REST: results and errors ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", ["", "1", "2"])
+def test_rest_inference_equals_grpc(
+    rest: httpx.Client, triton_direct: triton.InferenceServerClient, version: str
+) -> None:
+    path = f"/v2/models/digits/versions/{version}/infer" if version else "/v2/models/digits/infer"
+    reply = rest.post(path, json=_rest_body(ROWS))
+    assert reply.status_code == 200, reply.text
+    over_rest = _rest_outputs(reply.json())
+    over_grpc = _triton_outputs(triton_direct, ROWS, version)
+    np.testing.assert_array_equal(over_rest["label"], over_grpc["label"])
+    # JSON prints each float32 in its shortest round-tripping form: exact equality holds.
+    np.testing.assert_array_equal(over_rest["probabilities"], over_grpc["probabilities"])
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "code"),
+    [
+        ("POST", "/v2/models/digits/infer", _rest_body(ROWS[:, :63]), 400, 3),
+        ("POST", "/v2/models/nope/infer", _INFER_BODY, 404, 5),
+        ("GET", "/v2/models/nope", None, 404, 5),
+        ("GET", "/v2/health/live?verbose=1", None, 400, 3),  # unknown query parameter
+        ("POST", "/v2/models/digits/infer", b"{not json", 400, 3),  # fails in the transcoder
+    ],
+    ids=["bad-shape", "unknown-model-infer", "unknown-model", "unknown-query", "malformed"],
+)
+def test_rest_errors_are_json(
+    rest: httpx.Client, method: str, path: str, body: Any, status: int, code: int
+) -> None:
+    content = body if isinstance(body, bytes) else None
+    payload = None if isinstance(body, bytes) else body
+    reply = rest.request(method, path, json=payload, content=content)
+    assert reply.status_code == status, reply.text
+    assert reply.headers["content-type"] == "application/json"
+    assert reply.json()["code"] == code
+
+
+def test_bad_shape_error_names_the_input(rest: httpx.Client) -> None:
+    reply = rest.post("/v2/models/digits/infer", json=_rest_body(ROWS[:, :63]))
+    assert "input 'input'" in reply.json()["message"]
+
+
+def test_large_rest_body_reaches_the_server(rest: httpx.Client) -> None:
+    # ~3 MB of JSON: past Envoy's default 1 MiB buffer, within the server's limit.
+    rows = np.ones((1, 300_000), dtype=np.float32)
+    reply = rest.post("/v2/models/digits/infer", json=_rest_body(rows))
+    assert reply.status_code == 400  # the server's shape check, not 413 from Envoy
+    assert "shape" in reply.json()["message"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/nope"),
+        ("GET", "/v2/nope"),
+        ("POST", "/v2/models/digits/ready"),
+        ("POST", GRPC_WEB_LIVE),  # a gRPC path, but not a gRPC request
+        ("GET", "/openapi.yaml"),
+    ],
+)
+def test_unknown_path_is_json_404(rest: httpx.Client, method: str, path: str) -> None:
+    reply = rest.request(method, path, json={})
+    assert reply.status_code == 404
+    assert reply.headers["content-type"] == "application/json"
+    assert reply.json()["code"] == 5
+
+
+# --- CORS -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", [GRPC_WEB_INFER, "/v2/models/digits/infer"])
+def test_cors_preflight_from_an_allowed_origin(rest: httpx.Client, path: str) -> None:
+    reply = rest.options(
+        path,
+        headers={
+            "origin": ORIGIN,
+            "access-control-request-method": "POST",
+            "access-control-request-headers": "content-type,x-grpc-web,x-user-agent,grpc-timeout",
+        },
+    )
+    assert reply.status_code == 200
+    assert reply.headers["access-control-allow-origin"] == ORIGIN
+    allowed = {h.strip() for h in reply.headers["access-control-allow-headers"].split(",")}
+    assert {"content-type", "x-grpc-web", "x-user-agent", "grpc-timeout"} <= allowed
+    exposed = {h.strip() for h in reply.headers["access-control-expose-headers"].split(",")}
+    assert {"grpc-status", "grpc-message", "deprecation", "sunset"} <= exposed
+
+
+def test_cors_refuses_other_origins(rest: httpx.Client) -> None:
+    headers = {"origin": "https://elsewhere.example", "access-control-request-method": "POST"}
+    reply = rest.options(GRPC_WEB_INFER, headers=headers)
+    assert "access-control-allow-origin" not in reply.headers
+
+
+def test_cors_headers_on_a_rest_reply(rest: httpx.Client) -> None:
+    reply = rest.get("/v2/health/live", headers={"origin": ORIGIN})
+    assert reply.headers["access-control-allow-origin"] == ORIGIN
+
+
+# --- gRPC-web -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text_mode", [False, True], ids=["binary", "text"])
+def test_grpc_web_inference_equals_grpc(
+    rest: httpx.Client,
+    triton_direct: triton.InferenceServerClient,
+    text_mode: bool,
+) -> None:
+    body = _grpc_web_frame(_infer_request(ROWS))
+    kind = "application/grpc-web-text" if text_mode else "application/grpc-web+proto"
+    headers = {"content-type": kind, "accept": kind, "x-grpc-web": "1", "origin": ORIGIN}
+    reply = rest.post(
+        GRPC_WEB_INFER, content=base64.b64encode(body) if text_mode else body, headers=headers
+    )
+    assert reply.status_code == 200
+    raw = _decode_grpc_web_text(reply.content) if text_mode else reply.content
+    messages, trailers = _grpc_web_reply(raw)
+    assert trailers["grpc-status"] == "0"
+    response = service_pb2.ModelInferResponse.FromString(messages[0])
+    labels = list(response.outputs[0].contents.int64_contents)
+    assert labels == _triton_outputs(triton_direct, ROWS)["label"].tolist()
+
+
+def test_grpc_web_error_status(rest: httpx.Client) -> None:
+    headers = {"content-type": "application/grpc-web+proto", "x-grpc-web": "1"}
+    reply = rest.post(
+        GRPC_WEB_INFER, content=_grpc_web_frame(_infer_request(ROWS, "nope")), headers=headers
+    )
+    # A trailers-only reply: the status travels in the HTTP headers.
+    assert reply.headers["grpc-status"] == "5"
+    assert "nope" in reply.headers["grpc-message"]
+
+
+@pytest.mark.parametrize("te", [None, "gzip", "trailers"])
+def test_grpc_web_whatever_te_header_the_browser_sends(rest: httpx.Client, te: str | None) -> None:
+    headers = {"content-type": "application/grpc-web+proto", "x-grpc-web": "1"}
+    if te is not None:
+        headers["te"] = te
+    _, trailers = _grpc_web_reply(
+        rest.post(GRPC_WEB_LIVE, content=_grpc_web_frame(b""), headers=headers).content
+    )
+    assert trailers["grpc-status"] == "0"
+
+
+def test_grpc_without_te_trailers_still_reaches_the_server(gateway: RunningGateway) -> None:
+    # gRPC servers reject a request without `te: trailers`; Envoy strips hop-by-hop
+    # headers. The gateway adds it on every upstream request (see envoy.yaml).
+    with httpx.Client(http1=False, http2=True) as h2c:
+        reply = h2c.post(
+            gateway.url + GRPC_WEB_LIVE,
+            content=_grpc_web_frame(b""),
+            headers={"content-type": "application/grpc"},
+        )
+    assert reply.http_version == "HTTP/2"
+    assert reply.headers.get("grpc-status", "0") == "0", reply.headers.get("grpc-message")
+    assert service_pb2.ServerLiveResponse.FromString(reply.content[5:]).live
+
+
+# --- native gRPC ----------------------------------------------------------------------------
+
+
+def test_tritonclient_through_the_gateway(
+    triton_via_gateway: triton.InferenceServerClient,
+    triton_direct: triton.InferenceServerClient,
+) -> None:
+    assert triton_via_gateway.is_server_live()
+    assert triton_via_gateway.is_model_ready("digits")
+    metadata = triton_via_gateway.get_model_metadata("digits", as_json=True)
+    assert metadata["versions"] == ["1", "2"]
+    config = triton_via_gateway.get_model_config("digits", as_json=True)
+    assert config["config"]["max_batch_size"] == 64
+    via, direct = (_triton_outputs(c, ROWS) for c in (triton_via_gateway, triton_direct))
+    np.testing.assert_array_equal(via["label"], direct["label"])
+    np.testing.assert_array_equal(via["probabilities"], direct["probabilities"])
+
+
+def test_tritonclient_error_through_the_gateway(
+    triton_via_gateway: triton.InferenceServerClient,
+) -> None:
+    with pytest.raises(InferenceServerException) as error:
+        triton_via_gateway.get_model_metadata("nope")
+    assert error.value.status() == "StatusCode.NOT_FOUND"
+
+
+# --- the upstream down ----------------------------------------------------------------------
+
+
+def test_upstream_down(built: BuildOutputs) -> None:
+    """Against a closed port: REST gets JSON 503, gRPC and gRPC-web get UNAVAILABLE."""
+    with (
+        start_gateway(
+            _free_port(), build_dir=built.descriptor_path.parent, wait_for_upstream=False
+        ) as gw,
+        httpx.Client(base_url=gw.url) as rest,
+    ):
+        reply = rest.get("/v2/health/ready")
+        assert reply.status_code == 503
+        assert reply.headers["content-type"] == "application/json"
+        assert reply.json()["code"] == 14
+
+        reply = rest.post("/v2/models/digits/infer", json=_INFER_BODY)
+        assert (reply.status_code, reply.json()["code"]) == (503, 14)
+
+        headers = {"content-type": "application/grpc-web+proto", "x-grpc-web": "1"}
+        reply = rest.post(GRPC_WEB_LIVE, content=_grpc_web_frame(b""), headers=headers)
+        assert reply.headers["grpc-status"] == "14"
+
+        client = triton.InferenceServerClient(gw.address)
+        with pytest.raises(InferenceServerException) as error:
+            client.is_server_live()
+        client.close()
+        assert error.value.status() == "StatusCode.UNAVAILABLE"
+
+
+def test_gateway_recovers_when_the_server_comes_up(repository: Path, built: BuildOutputs) -> None:
+    # The health check's short no_traffic_interval: an idle gateway notices within a second
+    # or so instead of a minute (wait_for_upstream's deadline is far above either).
+    port = _free_port()
+    with start_gateway(port, build_dir=built.descriptor_path.parent, wait_for_upstream=False) as gw:
+        assert httpx.get(gw.url + "/v2/health/live").status_code == 503
+        with start_server(repository, "--grpc-port", str(port)):
+            gw.wait_for_upstream(timeout=10)
+            assert httpx.get(gw.url + "/v2/health/live").json() == {"live": True}
+
+
+# --- the machine ----------------------------------------------------------------------------
+
+
+def test_two_gateways_side_by_side(server: ServerProcess, built: BuildOutputs) -> None:
+    with (
+        start_gateway(server.grpc_port, build_dir=built.descriptor_path.parent) as first,
+        start_gateway(server.grpc_port, build_dir=built.descriptor_path.parent) as second,
+    ):
+        assert first.http_port != second.http_port
+        for gw in (first, second):
+            assert httpx.get(gw.url + "/v2/health/live").json() == {"live": True}
+
+
+# --- OpenAPI --------------------------------------------------------------------------------
+
+
+def test_openapi_document_is_served(rest: httpx.Client, built: BuildOutputs) -> None:
+    reply = rest.get("/openapi.json")
+    assert reply.status_code == 200
+    assert reply.headers["content-type"] == "application/json"
+    assert reply.json() == json.loads(built.openapi_path.read_text())
+    assert reply.json()["openapi"].startswith("3.0")
