@@ -7,7 +7,6 @@ base64. Objects list their fields only (additionalProperties: false): the
 transcoder skips unknown request fields, but they are no part of the contract.
 """
 
-from itertools import combinations
 from typing import Any
 
 from google.protobuf.descriptor_pb2 import DescriptorProto
@@ -90,15 +89,15 @@ class SchemaBuilder:
         fields = [f for f in message.field if f.name not in exclude]
         properties = {f.name: self.field(full_name, f) for f in fields}
         schema: Schema = {"type": "object", "properties": properties, "additionalProperties": False}
-        at_most_one = [
-            self._at_most_one(message, i, exclude) for i in range(len(message.oneof_decl))
-        ]
-        constraints = [c for c in at_most_one if c]
-        if len(constraints) == 1:
-            schema |= constraints[0]
-        elif constraints:
-            schema["allOf"] = constraints
-        return self._described(schema, full_name)
+        schema = self._described(schema, full_name)
+        oneofs = [self._oneof_members(message, i) for i in range(len(message.oneof_decl))]
+        oneofs = [members for members in oneofs if len(members) > 1]
+        if oneofs == [[f.name for f in message.field]]:
+            schema["maxProperties"] = 1  # the whole message is one oneof
+        rules = " ".join(f"At most one of: {', '.join(members)}." for members in oneofs)
+        if rules:
+            schema["description"] = f"{schema.get('description', '')} {rules}".strip()
+        return schema
 
     def field(self, message_name: str, field: Field) -> Schema:
         """The schema of one field's JSON value, with the field's comment."""
@@ -124,18 +123,13 @@ class SchemaBuilder:
         return entry is not None and entry.options.map_entry
 
     @staticmethod
-    def _at_most_one(message: DescriptorProto, oneof_index: int, exclude: frozenset[str]) -> Schema:
-        members = [
+    def _oneof_members(message: DescriptorProto, oneof_index: int) -> list[str]:
+        # proto3 `optional` fields sit in synthetic oneofs of one member each.
+        return [
             f.name
             for f in message.field
-            if f.HasField("oneof_index")
-            and f.oneof_index == oneof_index
-            and not f.proto3_optional
-            and f.name not in exclude
+            if f.HasField("oneof_index") and f.oneof_index == oneof_index and not f.proto3_optional
         ]
-        if len(members) < 2:
-            return {}
-        return {"not": {"anyOf": [{"required": list(pair)} for pair in combinations(members, 2)]}}
 
     def _described(self, schema: Schema, full_name: str) -> Schema:
         comment = self.index.comment(full_name)
