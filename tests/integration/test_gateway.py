@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import shutil
 import socket
 from collections.abc import Callable, Iterator
@@ -16,10 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as triton
+from grpc_health.v1 import health_pb2
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+    ProtoReflectionDescriptorDatabase,
+)
 from processes import ROOT, ServerProcess, start_server
 from tritonclient.grpc import service_pb2
 from tritonclient.utils import InferenceServerException
@@ -475,6 +481,21 @@ def test_grpc_web_whatever_te_header_the_browser_sends(rest: httpx.Client, te: s
     assert trailers["grpc-status"] == "0"
 
 
+def test_grpc_web_server_streaming(rest: httpx.Client) -> None:
+    # Health/Watch: the first message is the current status; the stream then stays open.
+    request = health_pb2.HealthCheckRequest(service="").SerializeToString()
+    headers = {"content-type": "application/grpc-web+proto", "x-grpc-web": "1"}
+    path = "/grpc.health.v1.Health/Watch"
+    with rest.stream("POST", path, content=_grpc_web_frame(request), headers=headers) as reply:
+        received = b""
+        for chunk in reply.iter_bytes():
+            received += chunk
+            if len(received) >= 5 and len(received) >= 5 + int.from_bytes(received[1:5], "big"):
+                break
+    status = health_pb2.HealthCheckResponse.FromString(received[5:])
+    assert status.status == health_pb2.HealthCheckResponse.SERVING
+
+
 def test_grpc_without_te_trailers_still_reaches_the_server(gateway: RunningGateway) -> None:
     # gRPC servers reject a request without `te: trailers`; Envoy strips hop-by-hop
     # headers. The gateway adds it on every upstream request (see envoy.yaml).
@@ -505,6 +526,12 @@ def test_tritonclient_through_the_gateway(
     via, direct = (_triton_outputs(c, ROWS) for c in (triton_via_gateway, triton_direct))
     np.testing.assert_array_equal(via["label"], direct["label"])
     np.testing.assert_array_equal(via["probabilities"], direct["probabilities"])
+
+
+def test_server_reflection_through_the_gateway(gateway: RunningGateway) -> None:
+    with grpc.insecure_channel(gateway.address) as channel:
+        services = set(ProtoReflectionDescriptorDatabase(channel).get_services())
+    assert {"inference.GRPCInferenceService", "grpc.health.v1.Health"} <= services
 
 
 def test_tritonclient_error_through_the_gateway(
@@ -578,3 +605,16 @@ def test_openapi_document_is_served(rest: httpx.Client, built: BuildOutputs) -> 
     assert reply.headers["content-type"] == "application/json"
     assert reply.json() == json.loads(built.openapi_path.read_text())
     assert reply.json()["openapi"].startswith("3.0")
+
+
+# --- the documentation ----------------------------------------------------------------------
+
+
+def test_the_documented_digits_call_works(rest: httpx.Client) -> None:
+    docs = (ROOT / "docs" / "gateway.md").read_text()
+    call = re.search(r"curl -s -X POST localhost:8000(\S+) \\\n.*?-d '(.+?)'\n", docs, re.DOTALL)
+    assert call is not None, "the digits example is gone from docs/gateway.md"
+    path, body = call.groups()
+    reply = rest.post(path, content=body, headers={"content-type": "application/json"})
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["outputs"][0]["contents"]["int64_contents"] == ["3"]
