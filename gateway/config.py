@@ -28,7 +28,9 @@ UNKNOWN = 2
 # Room for the OpenAPI document and a demo page, each read into memory.
 MAX_STATIC_BYTES = 4 * 1024 * 1024
 
-_STATIC_ROUTE_INDENT = " " * 14
+# The line of the template that the static routes replace; its indentation
+# is theirs.
+_STATIC_ROUTES_LINE = re.compile(r"^( *)\$\{static_routes\}$", re.MULTILINE)
 
 # Selects REST callers when Envoy replies itself. A gRPC-web request has
 # become gRPC by then, and a REST request too once the transcoder has rewritten
@@ -105,10 +107,11 @@ def _static_route(static: StaticFile) -> dict[str, Any]:
 
 def render(settings: GatewaySettings) -> str:
     """The Envoy configuration (YAML) for these settings."""
-    template = Template((resources.files("gateway") / "envoy.yaml").read_text())
-    static_routes = "\n".join(
-        f"{_STATIC_ROUTE_INDENT}- {json.dumps(_static_route(s))}" for s in settings.served_files()
-    )
+    text = (resources.files("gateway") / "envoy.yaml").read_text()
+    placeholder = _STATIC_ROUTES_LINE.search(text)
+    assert placeholder is not None, "envoy.yaml lost its ${static_routes} line"
+    items = [f"- {json.dumps(_static_route(s))}" for s in settings.served_files()]
+    static_routes = f"\n{placeholder.group(1)}".join(items)
     values = {
         "admin_host": settings.admin_host,
         "admin_port": settings.admin_port,
@@ -122,4 +125,4 @@ def render(settings: GatewaySettings) -> str:
         "local_reply_mappers": local_reply_mappers(),
     }
     rendered = {key: json.dumps(value) for key, value in values.items()}
-    return template.substitute(rendered, static_routes=static_routes)
+    return Template(text).substitute(rendered, static_routes=static_routes)

@@ -2,9 +2,9 @@
 
 It reads the same google.api.http rules that Envoy's transcoder routes by, so
 the document cannot drift from what the gateway serves. No maintained
-generator installs from the registries we reach (protoc-gen-openapiv2 and
-gnostic's protoc-gen-openapi are Go binaries; the PyPI packages of those names
-hold only annotation protos), hence this small one.
+generator installs from the registries we reach: grpc-gateway's
+protoc-gen-openapiv2 and gnostic's protoc-gen-openapi are Go programs (the PyPI
+package protoc-gen-openapiv2 holds only annotation protos), hence this small one.
 """
 
 import json
@@ -24,6 +24,11 @@ from gateway.schemas import Schema, SchemaBuilder, component_ref
 
 SERVICES = ("inference.GRPCInferenceService",)
 TITLE = "Open Inference Protocol (KServe V2) REST API"
+DESCRIPTION = (
+    "The REST face of inference.GRPCInferenceService, transcoded to gRPC by the gateway. "
+    "Bodies are the proto3 JSON mapping of the gRPC messages, with proto field names: "
+    "64-bit integers print as decimal strings, bytes as base64."
+)
 # The API is versioned by its proto package: `inference` is V2.
 API_VERSION = "2"
 
@@ -48,8 +53,10 @@ def _bindings(rule: http_pb2.HttpRule) -> list[http_pb2.HttpRule]:
     return [rule, *rule.additional_bindings]
 
 
-def _verb_and_template(rule: http_pb2.HttpRule) -> tuple[str, str]:
+def _verb_and_template(rule: http_pb2.HttpRule) -> tuple[str, str] | None:
     pattern = rule.WhichOneof("pattern")
+    if pattern is None:
+        return None
     if pattern == "custom":
         return rule.custom.kind.lower(), rule.custom.path
     return str(pattern), str(getattr(rule, pattern))
@@ -63,11 +70,12 @@ class _Generator:
 
     def add_service(self, service_name: str) -> None:
         for method in self.index.services[service_name].method:
-            rule = method.options.Extensions[annotations_pb2.http]
+            rule = method.options.Extensions[annotations_pb2.http]  # empty when unannotated
             for n, binding in enumerate(_bindings(rule), start=1):
-                verb, template = _verb_and_template(binding)
-                if not template:
+                route = _verb_and_template(binding)
+                if route is None:
                     continue
+                verb, template = route
                 operation_id = method.name if n == 1 else f"{method.name}{n}"
                 path = _VARIABLE.sub(r"{\1}", template)
                 self.paths.setdefault(path, {})[verb] = self._operation(
@@ -170,14 +178,9 @@ class _Generator:
 
     def document(self) -> dict[str, Any]:
         self.schemas.components[_STATUS] = _STATUS_SCHEMA
-        descriptions = [self.index.comment(s) for s in SERVICES]
         return {
             "openapi": "3.0.3",
-            "info": {
-                "title": TITLE,
-                "version": API_VERSION,
-                "description": "\n\n".join(d for d in descriptions if d),
-            },
+            "info": {"title": TITLE, "version": API_VERSION, "description": DESCRIPTION},
             "paths": dict(sorted(self.paths.items())),
             "components": {"schemas": dict(sorted(self.schemas.components.items()))},
         }

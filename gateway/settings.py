@@ -1,6 +1,6 @@
 """The gateway's settings: one frozen object, built once at start-up."""
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.paths import BUILD_DIR, BuildOutputs
@@ -38,7 +38,7 @@ class GatewaySettings:
     `http://localhost:*`), or `*` alone for any origin."""
     build_dir: Path = BUILD_DIR
     """Where `python -m gateway build` put the descriptor set and the OpenAPI document."""
-    static_files: tuple[StaticFile, ...] = field(default_factory=tuple)
+    static_files: tuple[StaticFile, ...] = ()
     """More files to serve, such as a demo page."""
 
     @property

@@ -379,8 +379,38 @@ def test_bad_shape_error_names_the_input(rest: httpx.Client) -> None:
     assert "input 'input'" in reply.json()["message"]
 
 
-def test_large_rest_body_reaches_the_server(rest: httpx.Client) -> None:
-    # ~3 MB of JSON: past Envoy's default 1 MiB buffer, within the server's limit.
+@pytest.mark.slow
+def test_large_rest_reply(built: BuildOutputs, tmp_path: Path) -> None:
+    # minilm's hidden states for two 512-token sentences: 1.5 MB of protobuf (over Envoy's
+    # default 1 MiB transcoding buffer), 5 MB of JSON.
+    shutil.copytree(ROOT / "models" / "minilm", tmp_path / "minilm")
+    tokens = [101, *range(2000, 2510), 102] * 2
+    inputs = [
+        {
+            "name": name,
+            "datatype": "INT64",
+            "shape": [2, 512],
+            "contents": {"int64_contents": values},
+        }
+        for name, values in (
+            ("input_ids", tokens),
+            ("attention_mask", [1] * 1024),
+            ("token_type_ids", [0] * 1024),
+        )
+    ]
+    with (
+        start_server(tmp_path) as server,
+        start_gateway(server.grpc_port, build_dir=built.descriptor_path.parent) as gateway,
+    ):
+        reply = httpx.post(
+            f"{gateway.url}/v2/models/minilm/infer", json={"inputs": inputs}, timeout=60
+        )
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["outputs"][0]["shape"] == ["2", "512", "384"]
+
+
+def test_large_rest_request(rest: httpx.Client) -> None:
+    # 3 MB of JSON, more than Envoy buffers by default: it reaches the server.
     rows = np.ones((1, 300_000), dtype=np.float32)
     reply = rest.post("/v2/models/digits/infer", json=_rest_body(rows))
     assert reply.status_code == 400  # the server's shape check, not 413 from Envoy
