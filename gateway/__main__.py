@@ -17,7 +17,6 @@ import tempfile
 from pathlib import Path
 from types import FrameType
 
-from gateway.build import build
 from gateway.config import render
 from gateway.paths import BUILD_DIR
 from gateway.process import Gateway, GatewayError, RunningGateway
@@ -129,6 +128,9 @@ def _run(settings: GatewaySettings, log_level: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "build":
+        # Only building needs protoc (grpcio-tools): `run` works without it.
+        from gateway.build import build
+
         outputs = build(args.out)
         print(f"wrote {outputs.descriptor_path} and {outputs.openapi_path}")
         return 0
