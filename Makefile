@@ -10,7 +10,7 @@ HTTP_PORT ?= 8000
 HOST ?= 127.0.0.1
 GOOGLEAPIS := $(shell $(PY) -c "import google.api, os; print(os.path.dirname(os.path.dirname(google.api.__path__[0])))" 2>/dev/null)
 
-.PHONY: run test install install-test protos models perf-analyzer lint bench clean
+.PHONY: run test install install-test protos models gateway perf-analyzer bench clean
 
 $(VENV)/.installed-run: pyproject.toml models/requirements-nodeps.txt
 	$(PYTHON) -m venv $(VENV)
@@ -46,12 +46,23 @@ models: models/.stamp
 perf-analyzer: $(VENV)/.installed-run
 	$(PY) loadtests/perf_analyzer.py install --venv $(VENV)
 
-run: protos models
-	$(PY) -m server --model-repository models --host $(HOST) --grpc-port $(GRPC_PORT)
+# The gateway's descriptor set and OpenAPI document, built from protos/ (docs/gateway.md).
+build/gateway/.stamp: $(VENV)/.installed-run $(wildcard protos/inference/*.proto) $(wildcard gateway/*.py)
+	$(PY) -m gateway build
+	touch $@
 
-test: install-test protos models perf-analyzer
-	$(PY) -m ruff check server tests models loadtests
-	$(PY) -m ruff format --check server tests models loadtests
+gateway: build/gateway/.stamp
+
+# gRPC on $(GRPC_PORT), REST and gRPC-web on $(HTTP_PORT); Ctrl-C stops both.
+run: protos models gateway
+	@trap 'kill $$server $$gateway 2>/dev/null; wait' INT TERM EXIT; \
+	$(PY) -m server --model-repository models --host $(HOST) --grpc-port $(GRPC_PORT) & server=$$!; \
+	$(PY) -m gateway run --listen-host $(HOST) --listen-port $(HTTP_PORT) --upstream $(HOST):$(GRPC_PORT) & gateway=$$!; \
+	wait $$server $$gateway
+
+test: install-test protos models gateway perf-analyzer
+	$(PY) -m ruff check server gateway tests models loadtests
+	$(PY) -m ruff format --check server gateway tests models loadtests
 	$(PY) -m pytest tests/unit
 	$(PY) -m pytest tests/integration
 
