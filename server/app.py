@@ -32,6 +32,14 @@ def _version() -> str:
         return "0+unknown"
 
 
+def _serving(ready: bool) -> health_pb2.HealthCheckResponse.ServingStatus.ValueType:
+    return (
+        health_pb2.HealthCheckResponse.SERVING
+        if ready
+        else health_pb2.HealthCheckResponse.NOT_SERVING
+    )
+
+
 class InferenceServer:
     """One grpc.aio server with the inference, health and reflection services."""
 
@@ -60,12 +68,12 @@ class InferenceServer:
         self.port = 0
 
     def _model_changed(self, name: str, ready: bool) -> None:
-        status = (
-            health_pb2.HealthCheckResponse.SERVING
-            if ready
-            else health_pb2.HealthCheckResponse.NOT_SERVING
-        )
-        asyncio.get_running_loop().create_task(self.health.set(name, status))
+        asyncio.get_running_loop().create_task(self.health.set(name, _serving(ready)))
+        self._update_server_health()
+
+    def _update_server_health(self) -> None:
+        ready = self.dataplane.ready()
+        asyncio.get_running_loop().create_task(self.health.set("", _serving(ready)))
 
     async def start(self) -> int:
         """Listen first (so liveness answers during loading), then load every model."""
@@ -76,7 +84,7 @@ class InferenceServer:
         await self.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.start()
         await self.repository.load_all()
-        await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        self._update_server_health()  # from now on, "" follows ServerReady
         log.info(
             "listening",
             extra={
@@ -95,8 +103,8 @@ class InferenceServer:
         log.info("shutting down", extra={"event": "stopping"})
         self.dataplane.live = False
         await self.health.enter_graceful_shutdown()  # mark not serving
+        await self.repository.close()  # drain batchers: queued requests leave now
         await self.server.stop(self.settings.shutdown_grace_s)  # stop accepting; finish RPCs
-        await self.repository.close()  # drain batchers, release sessions
         log.info("stopped", extra={"event": "stopped"})
 
 

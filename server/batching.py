@@ -62,6 +62,7 @@ class _Pending:
     key: object  # requests with equal keys can share a batch
     enqueued: float
     deadline: float | None
+    solo: bool = False  # retried alone after its batch failed
 
 
 def batch_cut(
@@ -135,7 +136,10 @@ class Batcher:
         """Run one validated request; its outputs come back in `outputs` order."""
         if self._closed:
             raise ModelUnavailable(f"model '{self._model}' is unloading")
-        if len(self._queue) >= self._max_queue_size:
+        if self._max_queue_size and len(self._queue) >= self._max_queue_size:
+            # Clients that went away still sit in the queue; only live requests count.
+            self._queue = deque(p for p in self._queue if not p.future.done())
+        if self._max_queue_size and len(self._queue) >= self._max_queue_size:
             raise QueueFull(
                 f"model '{self._model}' has {len(self._queue)} queued requests, the "
                 f"max_queue_size; retry later"
@@ -175,7 +179,7 @@ class Batcher:
         """Take the next batch off the queue; [] if only dead requests were dropped."""
         now = self._clock()
         head = self._queue[0]
-        if self._max_batch_size == 0:
+        if self._max_batch_size == 0 or head.solo:
             self._queue.popleft()
             return [head] if self._alive(head, now) else []
         chosen: list[_Pending] = []
@@ -262,9 +266,21 @@ class Batcher:
         error: BaseException | None,
     ) -> None:
         self._free += 1
+        if error is not None and len(batch) > 1:
+            # One request's values may be what the model rejects: rerun each alone, at the
+            # head of the queue, so that only the culprit fails.
+            log.warning(
+                "batch of model '%s' failed; retrying its requests one by one",
+                self._model,
+                exc_info=error,
+            )
+            for pending in reversed(batch):
+                pending.key, pending.solo = object(), True
+                self._queue.appendleft(pending)
+            return
         if error is not None:
             if not isinstance(error, InvalidRequest):
-                log.error("batch of model '%s' failed", self._model, exc_info=error)
+                log.error("request to model '%s' failed", self._model, exc_info=error)
             for pending in batch:
                 if not pending.future.done():
                     pending.future.set_exception(error)

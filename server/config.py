@@ -14,7 +14,7 @@ Unknown keys are an error, so that a typo never silently changes behaviour.
     dynamic_batching:
       max_queue_delay_us: 0     # how long a partial batch may wait for more
       preferred_batch_sizes: []
-      max_queue_size: 1024      # beyond it: RESOURCE_EXHAUSTED
+      max_queue_size: 1024      # beyond it: RESOURCE_EXHAUSTED; 0: unbounded
     warmup:                     # only for inputs whose default (zeros, dynamic dims 1) fails
       - {name: sr, shape: [], value: 16000}   # shape includes the batch dimension
 """
@@ -165,6 +165,11 @@ def _check_keys(where: str, raw: Any, allowed: set[str]) -> None:
         raise ValueError(f"unknown key(s) in {where}: {unknown}; allowed: {sorted(allowed)}")
 
 
+def _require(where: str, item: dict[str, Any], key: str) -> None:
+    if key not in item:
+        raise ValueError(f"every entry of {where} needs '{key}'; got {item}")
+
+
 def _non_negative(key: str, value: Any) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise ValueError(f"{key} must be a non-negative integer, got {value!r}")
@@ -179,6 +184,7 @@ def _tensors(key: str, raw: Any) -> tuple[TensorSpec, ...] | None:
     specs = []
     for item in raw:
         _check_keys(key, item, {"name", "datatype", "dims", "optional"})
+        _require(key, item, "name")
         dtype = datatypes.BY_NAME.get(str(item.get("datatype")))
         if dtype is None:
             raise ValueError(
@@ -202,7 +208,7 @@ def _version_policy(raw: Any) -> VersionPolicy:
         if not versions:
             raise ValueError("version_policy.specific must list at least one version")
         return VersionPolicy(latest=None, specific=versions)
-    latest = _non_negative("version_policy.latest", raw["latest"])
+    latest = _non_negative("version_policy.latest", raw.get("latest"))
     if latest < 1:
         raise ValueError("version_policy.latest must be at least 1")
     return VersionPolicy(latest=latest)
@@ -233,6 +239,7 @@ def _warmup(raw: Any) -> tuple[WarmupInput, ...]:
     entries = []
     for item in raw:
         _check_keys("warmup", item, {"name", "shape", "value"})
+        _require("warmup", item, "name")
         shape = item.get("shape")
         entries.append(
             WarmupInput(

@@ -66,6 +66,7 @@ class _Model:
     versions: dict[int, ModelVersion] = field(default_factory=dict)  # ready ones
     newest: ModelVersion | None = None
     states: dict[str, tuple[str, str]] = field(default_factory=dict)  # version -> state
+    unloaded: bool = False  # explicitly unloaded: not counted against server readiness
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -80,6 +81,7 @@ class Repository:
         self._workers = workers
         self._on_change = on_change
         self._models: dict[str, _Model] = {}
+        self._started = False  # load_all has run
 
     def model_names(self) -> list[str]:
         """Every model directory in the repository, loaded or not."""
@@ -94,12 +96,12 @@ class Repository:
         await asyncio.gather(
             *(self.load(name) for name in self.model_names()), return_exceptions=True
         )
+        self._started = True
 
     def is_ready(self) -> bool:
-        """Every model found in the repository has at least one ready version."""
-        return all(
-            (m := self._models.get(n)) is not None and m.newest is not None
-            for n in self.model_names()
+        """Every model the server was asked to load, and not since asked to unload, serves."""
+        return self._started and all(
+            m.newest is not None or m.unloaded for m in self._models.values()
         )
 
     def resolve(self, name: str, version: str = "") -> ModelVersion:
@@ -111,10 +113,9 @@ class Repository:
             if model.newest is None:
                 raise ModelUnavailable(f"model '{name}' has no ready version")
             return model.newest
-        try:
-            number = int(version)
-        except ValueError:
-            raise InvalidRequest(f"model_version '{version}' must be an integer or empty") from None
+        if not (version.isascii() and version.isdigit()):
+            raise InvalidRequest(f"model_version '{version}' must be an integer or empty")
+        number = int(version)
         found = model.versions.get(number)
         if found is None:
             raise ModelNotFound(
@@ -165,6 +166,7 @@ class Repository:
                 for number, runtime in built.items()
             }
             model.newest = model.versions[max(model.versions)]
+            model.unloaded = False
             model.states = {str(n): (READY, "") for n in model.versions}
             model.states.update({str(n): (UNAVAILABLE, why) for n, why in failures.items()})
         log.info("loaded model", extra={"model": name, "versions": sorted(model.versions)})
@@ -180,6 +182,7 @@ class Repository:
             old = model.versions
             model.states = {str(n): (UNLOADING, "") for n in old}
             model.versions, model.newest = {}, None
+            model.unloaded = True
             self._on_change(name, False)
             await _drain(old.values())
             model.states = {str(n): (UNAVAILABLE, "unloaded") for n in old}
@@ -260,6 +263,7 @@ class Repository:
             model.states[""] = (UNAVAILABLE, f"reload failed, previous versions serve: {reason}")
         else:
             model.states = {"": (UNAVAILABLE, reason)}
+            self._on_change(name, False)
 
 
 async def _drain(versions: Iterable[ModelVersion]) -> None:

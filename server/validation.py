@@ -81,6 +81,8 @@ class Validator:
     def _requested(self, names: list[str]) -> tuple[str, ...]:
         if not names:
             return self._outputs
+        if len(set(names)) != len(names):
+            raise InvalidRequest(f"requested outputs {names} name an output more than once")
         for name in names:
             if name not in self._output_set:
                 raise InvalidRequest(

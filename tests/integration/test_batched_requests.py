@@ -110,12 +110,6 @@ def test_typed_and_raw_requests_share_a_batch_and_keep_their_encoding(
     assert decode(raw)["value"].tolist() == decode(typed)["value"].tolist() == [[30.0]]
 
 
-@pytest.mark.xfail(
-    reason="server bug: Batcher._finish hands a failed batch's error to every request in it; "
-    "a request whose values ONNX Runtime rejects fails its batch neighbours",
-    raises=AssertionError,
-    strict=True,
-)
 def test_a_request_failing_at_run_time_does_not_fail_its_batch_neighbours(
     stub: Stub, raw_request: MakeRequest, decode: Decode
 ) -> None:

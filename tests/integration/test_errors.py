@@ -64,11 +64,6 @@ def test_non_integer_version(
     assert infer_error(request) == f"model_version '{version}' must be an integer or empty"
 
 
-@pytest.mark.xfail(
-    reason="server bug: Repository.resolve parses model_version with int(), which also "
-    "accepts '0_2' (digit grouping), '+1' and non-ASCII digits, and serves those versions",
-    strict=True,
-)
 @pytest.mark.parametrize("version", ["0_2", "+1", "\uff12"])
 def test_version_strings_that_are_not_plain_digits_are_refused(
     raw_request: MakeRequest, infer_error: Callable[..., str], version: str

@@ -244,11 +244,6 @@ def test_repository_name_must_be_empty(
     assert message == "repository_name 'other' is unknown; leave it empty"
 
 
-@pytest.mark.xfail(
-    reason="server bug: Repository.is_ready counts explicitly unloaded models as not ready; "
-    "Triton's strict readiness skips versions whose reason is 'unloaded'",
-    strict=True,
-)
 def test_server_stays_ready_after_an_explicit_unload(
     tmp_path: Path, write_model: WriteModel, add_constant_model: Callable[[float], bytes]
 ) -> None:
@@ -335,12 +330,6 @@ def test_a_failed_model_is_unavailable(broken_client: triton.InferenceServerClie
     assert "model 'broken' could not be loaded: version 1: ONNX Runtime could not load" in message
 
 
-@pytest.mark.xfail(
-    reason="server bug: a model that fails to load never reaches the health servicer "
-    "(Repository._record_failure does not call on_change), so its service is NOT_FOUND",
-    raises=grpc.RpcError,
-    strict=True,
-)
 def test_a_failed_model_is_not_serving_in_health(
     broken_server: ServerProcess, connect: Callable[[ServerProcess], grpc.Channel]
 ) -> None:
