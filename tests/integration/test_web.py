@@ -145,10 +145,10 @@ def test_documented_snippet_is_the_tested_one() -> None:
 
 
 def test_snippet_runs(gateway: RunningGateway, dist: Path) -> None:
-    npx = shutil.which("npx")
-    assert npx is not None, "npx is missing: install Node.js 20 or newer"
+    node = shutil.which("node")
+    assert node is not None, "node is missing: install Node.js 20 or newer"
     done = subprocess.run(
-        [npx, "tsx", "snippet.ts"],
+        [node, "--import", "tsx", "snippet.ts"],
         cwd=WEB,
         env={**os.environ, "GATEWAY_URL": gateway.url},
         capture_output=True,
