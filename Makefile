@@ -10,7 +10,7 @@ HTTP_PORT ?= 8000
 HOST ?= 127.0.0.1
 GOOGLEAPIS := $(shell $(PY) -c "import google.api, os; print(os.path.dirname(os.path.dirname(google.api.__path__[0])))" 2>/dev/null)
 
-.PHONY: run test install install-test protos models gateway perf-analyzer bench clean
+.PHONY: run test install install-test protos models gateway web perf-analyzer bench clean
 
 $(VENV)/.installed-run: pyproject.toml models/requirements-nodeps.txt
 	$(PYTHON) -m venv $(VENV)
@@ -53,14 +53,33 @@ build/gateway/.stamp: $(VENV)/.installed-run $(wildcard protos/inference/*.proto
 
 gateway: build/gateway/.stamp
 
-# gRPC on $(GRPC_PORT), REST and gRPC-web on $(HTTP_PORT); Ctrl-C stops both.
-run: protos models gateway
+# The gRPC-web demo page and its TypeScript client (examples/web, docs/web.md): Node.js 20+.
+WEB := examples/web
+WEB_FILES := index.html app.js style.css tokenizer.json tokenizer_config.json
+WEB_STATIC := --static /web/=$(WEB)/dist/index.html $(foreach f,$(WEB_FILES),--static /web/$(f)=$(WEB)/dist/$(f))
+
+$(WEB)/node_modules: $(WEB)/package-lock.json
+	cd $(WEB) && npm ci --no-audit --no-fund
+	touch $@
+
+$(WEB)/dist/index.html: $(WEB)/node_modules $(VENV)/.installed-run $(wildcard protos/inference/*.proto $(WEB)/src/*.ts $(WEB)/src/*.html $(WEB)/src/*.css $(WEB)/scripts/*.mjs)
+	cd $(WEB) && PYTHON=$(CURDIR)/$(PY) npm run build
+
+web: $(WEB)/dist/index.html
+
+# Headless Chromium for the browser test: Debian's package, driven by playwright-core.
+/usr/bin/chromium:
+	apt-get update -qq && apt-get install -y -qq chromium
+
+# gRPC on $(GRPC_PORT), REST and gRPC-web on $(HTTP_PORT), the demo page at /web/;
+# Ctrl-C stops both.
+run: protos models gateway web
 	@trap 'kill $$server $$gateway 2>/dev/null; wait' INT TERM EXIT; \
 	$(PY) -m server --model-repository models --host $(HOST) --grpc-port $(GRPC_PORT) & server=$$!; \
-	$(PY) -m gateway run --listen-host $(HOST) --listen-port $(HTTP_PORT) --upstream $(HOST):$(GRPC_PORT) & gateway=$$!; \
+	$(PY) -m gateway run --listen-host $(HOST) --listen-port $(HTTP_PORT) --upstream $(HOST):$(GRPC_PORT) $(WEB_STATIC) & gateway=$$!; \
 	wait $$server $$gateway
 
-test: install-test protos models gateway perf-analyzer
+test: install-test protos models gateway web perf-analyzer /usr/bin/chromium
 	$(PY) -m ruff check server gateway tests models loadtests
 	$(PY) -m ruff format --check server gateway tests models loadtests
 	$(PY) -m pytest tests/unit
