@@ -24,7 +24,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
@@ -66,7 +66,11 @@ class _Pending:
 
 
 def batch_cut(
-    rows: Sequence[int], full: bool, preferred: Sequence[int], waited: float, max_delay: float
+    rows: Sequence[int],
+    full: bool,
+    preferred: Collection[int],
+    waited: float,
+    max_delay: float,
 ) -> int | None:
     """How many of the compatible requests at the head of the queue leave now, or None to wait.
 

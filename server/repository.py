@@ -145,7 +145,7 @@ class Repository:
         model_dir = self._model_dir(name)
         model = self._models.setdefault(name, _Model())
         async with model.lock:
-            for version in model.states or {"": None}:
+            for version in list(model.states) or [""]:
                 model.states[version] = (LOADING, "")
             try:
                 config, built, failures = await asyncio.get_running_loop().run_in_executor(

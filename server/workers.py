@@ -67,11 +67,11 @@ def run(settings: Settings) -> int:
         process.start()
         processes.append(process)
         pipes.append(receive)
-    for receive, process in zip(pipes, processes, strict=True):
-        if not _await_ready(receive, process):
+    for receive, started in zip(pipes, processes, strict=True):
+        if not _await_ready(receive, started):
             forward(signal.SIGTERM, None)
             _join(processes)
-            log.error("a worker failed to start", extra={"worker": process.name})
+            log.error("a worker failed to start", extra={"worker": started.name})
             return 1
     log.info(
         "listening",
