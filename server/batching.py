@@ -63,6 +63,7 @@ class _Pending:
     enqueued: float
     deadline: float | None
     solo: bool = False  # retried alone after its batch failed
+    dispatched: float = 0.0  # when its (last) batch left the queue
 
 
 def batch_cut(
@@ -233,7 +234,7 @@ class Batcher:
         self._free -= 1
         start = self._clock()
         for pending in batch:
-            self._stats.queue.add(int((start - pending.enqueued) * 1e9))
+            pending.dispatched = start
         if len(batch) == 1:
             feeds = batch[0].feeds
         else:
@@ -303,6 +304,8 @@ class Batcher:
                     pending.future.set_result([r[offset:end] for r in results])
                 offset = end
         output_ns = int((self._clock() - start) * 1e9)
+        for pending in batch:  # as Triton: queue time of successful requests only
+            self._stats.queue.add(int((pending.dispatched - pending.enqueued) * 1e9))
         rows = sum(p.rows for p in batch) or 1
         self._stats.record_execution(rows, len(batch), input_ns, infer_ns, output_ns)
 

@@ -690,12 +690,6 @@ async def test_statistics_count_executions_rows_and_batch_sizes(
 # --- known bugs ------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    reason="server/batching.py Batcher._execute adds queue time for every request of every "
-    "execution, so a failed batch's requests count once for the failed run and again for "
-    "their solo reruns (4 entries for 2 requests)",
-    strict=True,
-)
 async def test_queue_statistics_count_each_request_once(make: Make, stats: ModelStats) -> None:
     runner = FakeRunner(fail_below=0)
     batcher = make(runner, max_batch_size=2)
