@@ -8,7 +8,6 @@ PIP := $(PY) -m pip
 GRPC_PORT ?= 8001
 HTTP_PORT ?= 8000
 HOST ?= 127.0.0.1
-GOOGLEAPIS := $(shell $(PY) -c "import google.api, os; print(os.path.dirname(os.path.dirname(google.api.__path__[0])))" 2>/dev/null)
 
 .PHONY: run test install install-test protos models gateway web perf-analyzer bench clean
 
@@ -29,7 +28,8 @@ install-test: $(VENV)/.installed-test
 # Generated protobuf and gRPC code: the package `inference`, never edited by hand.
 inference/.stamp: $(VENV)/.installed-run $(wildcard protos/inference/*.proto)
 	mkdir -p inference
-	$(PY) -m grpc_tools.protoc -Iprotos -I$(GOOGLEAPIS) \
+	$(PY) -m grpc_tools.protoc -Iprotos \
+		-I"$$($(PY) -c 'import google.api, os; print(os.path.dirname(os.path.dirname(google.api.__path__[0])))')" \
 		--python_out=. --pyi_out=. --grpc_python_out=. protos/inference/*.proto
 	touch inference/__init__.py $@
 
