@@ -34,8 +34,10 @@ def test_perf_analyzer_measures_digits(
             f"{concurrency}:{concurrency}",
             "--measurement-interval",
             "1000",
+            # This test checks that perf_analyzer works against the server, not how steady the
+            # machine is: any three windows count as stable.
             "--stability-percentage",
-            "100",
+            "1000",
             "--max-trials",
             "3",
             "-f",
