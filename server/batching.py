@@ -139,6 +139,17 @@ class Batcher:
         deadline: float | None = None,
     ) -> Outputs:
         """Run one validated request; its outputs come back in `outputs` order."""
+        return await self.enqueue(feeds, outputs, rows, deadline)
+
+    def enqueue(
+        self,
+        feeds: Mapping[str, np.ndarray],
+        outputs: tuple[str, ...],
+        rows: int,
+        deadline: float | None = None,
+    ) -> asyncio.Future[Outputs]:
+        """Queue one validated request; the future resolves to its outputs. Callers that
+        handle many requests at once (streams) wait on it without a task per request."""
         if self._closed:
             raise ModelUnavailable(f"model '{self._model}' is unloading")
         if self._max_queue_size and len(self._queue) >= self._max_queue_size:
@@ -156,7 +167,7 @@ class Batcher:
         if not self._scheduled:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._dispatch)
-        return await future
+        return future
 
     async def close(self) -> None:
         """Refuse new requests, let queued and running ones finish, then stop the threads."""

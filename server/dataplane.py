@@ -5,8 +5,11 @@ The servicer decodes a message, calls one method here, and encodes what it retur
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
+
+import numpy as np
 
 from server.errors import InferenceError
 from server.repository import IndexEntry, ModelVersion, Repository
@@ -70,26 +73,58 @@ class DataPlane:
         self, request: InferenceRequest, deadline: float | None = None
     ) -> InferenceResponse:
         """Validate, queue for the batcher, and wrap the outputs; `deadline` is monotonic."""
+        running = self.begin(request, deadline)
+        try:
+            await running.future
+        except asyncio.CancelledError:  # the client went away
+            running.version.stats.fail.add(time.perf_counter_ns() - running.start)
+            raise
+        except Exception:
+            pass  # response() raises it and counts it
+        return running.response()
+
+    def begin(self, request: InferenceRequest, deadline: float | None = None) -> Running:
+        """Validate and queue a request; `Running.response()` once its future is done."""
         start = time.perf_counter_ns()
         version = self.repository.resolve(request.model_name, request.model_version)
-        stats = version.stats
         try:
             rows, outputs = version.validator.check(request)
             feeds = {tensor.name: tensor.data for tensor in request.inputs}
-            results = await version.batcher.submit(feeds, outputs, rows, deadline)
-        except BaseException:
-            stats.fail.add(time.perf_counter_ns() - start)
+            future = version.batcher.enqueue(feeds, outputs, rows, deadline)
+        except Exception:
+            version.stats.fail.add(time.perf_counter_ns() - start)
             raise
-        end = time.perf_counter_ns()
-        stats.success.add(end - start)
+        return Running(request, version, outputs, future, start)
+
+
+@dataclass(slots=True)
+class Running:
+    """A request queued for its model version."""
+
+    request: InferenceRequest
+    version: ModelVersion
+    outputs: tuple[str, ...]
+    future: asyncio.Future[list[np.ndarray]]
+    start: int  # perf_counter_ns when it arrived
+
+    def response(self) -> InferenceResponse:
+        """The reply once the future is done; raises the request's error, if any."""
+        stats = self.version.stats
+        try:
+            results = self.future.result()
+        except BaseException:
+            stats.fail.add(time.perf_counter_ns() - self.start)
+            raise
+        stats.success.add(time.perf_counter_ns() - self.start)
         stats.last_inference_ms = time.time_ns() // 1_000_000
-        types = version.output_types
+        types = self.version.output_types
         return InferenceResponse(
-            model_name=version.name,
-            model_version=str(version.version),
-            id=request.id,
+            model_name=self.version.name,
+            model_version=str(self.version.version),
+            id=self.request.id,
             outputs=[
-                Tensor(name, types[name], data) for name, data in zip(outputs, results, strict=True)
+                Tensor(name, types[name], data)
+                for name, data in zip(self.outputs, results, strict=True)
             ],
-            raw=request.raw,
+            raw=self.request.raw,
         )

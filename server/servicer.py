@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import AsyncIterator
 
 import grpc
+import numpy as np
 
 from inference import grpc_service_pb2 as pb
 from inference import grpc_service_pb2_grpc as pb_grpc
 from server import messages
-from server.dataplane import DataPlane
+from server.dataplane import DataPlane, Running
 from server.errors import InvalidRequest
 from server.status import grpc_errors, status_for
 from server.tensors import decode_request, encode_response
@@ -86,35 +88,50 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         completion order, correlated by `id`. A failed request gets `error_message` and
         the stream stays open."""
         replies: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
-        running: set[asyncio.Task[None]] = set()
+        pending: set[asyncio.Future[list[np.ndarray]]] = set()
+        done_reading = False
 
-        async def answer(request: pb.ModelInferRequest) -> None:
-            try:
-                decoded = decode_request(request, self._max_elements)
-                response = encode_response(await self._dataplane.infer(decoded))
-                replies.put_nowait(pb.ModelStreamInferResponse(infer_response=response))
-            except Exception as exc:
-                replies.put_nowait(
-                    pb.ModelStreamInferResponse(
-                        error_message=status_for(exc)[1],
-                        infer_response=pb.ModelInferResponse(
-                            model_name=request.model_name,
-                            model_version=request.model_version,
-                            id=request.id,
-                        ),
-                    )
+        def failed(request: pb.ModelInferRequest, exc: BaseException) -> None:
+            replies.put_nowait(
+                pb.ModelStreamInferResponse(
+                    error_message=status_for(exc)[1],
+                    infer_response=pb.ModelInferResponse(
+                        model_name=request.model_name,
+                        model_version=request.model_version,
+                        id=request.id,
+                    ),
                 )
+            )
+
+        def finished(request: pb.ModelInferRequest, running: Running, _: object) -> None:
+            pending.discard(running.future)
+            if running.future.cancelled():  # the stream is closing
+                return
+            try:
+                response = encode_response(running.response())
+            except Exception as exc:
+                failed(request, exc)
+            else:
+                replies.put_nowait(pb.ModelStreamInferResponse(infer_response=response))
+            if done_reading and not pending:
+                replies.put_nowait(None)
 
         async def read() -> None:
+            # No task per request: each queued request answers from its future's callback.
+            nonlocal done_reading
             try:
                 async for request in request_iterator:
-                    task = asyncio.create_task(answer(request))
-                    running.add(task)
-                    task.add_done_callback(running.discard)
-                while running:
-                    await asyncio.gather(*running)
+                    try:
+                        running = self._dataplane.begin(decode_request(request, self._max_elements))
+                    except Exception as exc:
+                        failed(request, exc)
+                        continue
+                    pending.add(running.future)
+                    running.future.add_done_callback(functools.partial(finished, request, running))
             finally:
-                replies.put_nowait(None)
+                done_reading = True
+                if not pending:
+                    replies.put_nowait(None)
 
         reader = asyncio.create_task(read())
         try:
@@ -123,8 +140,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             await reader
         finally:
             reader.cancel()
-            for task in running:
-                task.cancel()
+            for future in pending:
+                future.cancel()
 
 
 def _check_repository(name: str) -> None:
