@@ -147,9 +147,14 @@ class Batcher:
         outputs: tuple[str, ...],
         rows: int,
         deadline: float | None = None,
+        eager: bool = False,
     ) -> asyncio.Future[Outputs]:
         """Queue one validated request; the future resolves to its outputs. Callers that
-        handle many requests at once (streams) wait on it without a task per request."""
+        handle many requests at once (streams) wait on it without a task per request.
+
+        `eager`: an inline model that is idle runs the request now, so a lone unary call
+        never suspends its handler. Streams leave it off: their requests arrive together
+        and should share a batch."""
         if self._closed:
             raise ModelUnavailable(f"model '{self._model}' is unloading")
         if self._max_queue_size and len(self._queue) >= self._max_queue_size:
@@ -164,7 +169,9 @@ class Batcher:
         key = (outputs, tuple((name, array.shape[1:]) for name, array in feeds.items()))
         self._queue.append(_Pending(future, feeds, outputs, rows, key, self._clock(), deadline))
         self._idle.clear()
-        if not self._scheduled:
+        if eager and self._executor is None and self._free and len(self._queue) == 1:
+            self._dispatch()  # inline and idle: run now and hand back a finished future
+        elif not self._scheduled:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._dispatch)
         return future

@@ -73,7 +73,7 @@ class DataPlane:
         self, request: InferenceRequest, deadline: float | None = None
     ) -> InferenceResponse:
         """Validate, queue for the batcher, and wrap the outputs; `deadline` is monotonic."""
-        running = self.begin(request, deadline)
+        running = self.begin(request, deadline, eager=True)
         try:
             await running.future
         except asyncio.CancelledError:  # the client went away
@@ -83,14 +83,16 @@ class DataPlane:
             pass  # response() raises it and counts it
         return running.response()
 
-    def begin(self, request: InferenceRequest, deadline: float | None = None) -> Running:
+    def begin(
+        self, request: InferenceRequest, deadline: float | None = None, eager: bool = False
+    ) -> Running:
         """Validate and queue a request; `Running.response()` once its future is done."""
         start = time.perf_counter_ns()
         version = self.repository.resolve(request.model_name, request.model_version)
         try:
             rows, outputs = version.validator.check(request)
             feeds = {tensor.name: tensor.data for tensor in request.inputs}
-            future = version.batcher.enqueue(feeds, outputs, rows, deadline)
+            future = version.batcher.enqueue(feeds, outputs, rows, deadline, eager)
         except Exception:
             version.stats.fail.add(time.perf_counter_ns() - start)
             raise
