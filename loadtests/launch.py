@@ -1,0 +1,140 @@
+"""Server processes for the benchmark: started as users start them, always stopped.
+
+A server here is one or more processes listening on one port. Several processes share a
+port through SO_REUSEPORT: the port is reserved first by a bound, non-listening socket,
+which is how `server.workers` does it too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+START_TIMEOUT_S = 120.0
+STOP_TIMEOUT_S = 20.0
+
+
+@dataclass(frozen=True, slots=True)
+class Server:
+    port: int
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+def server_command(workers: int) -> list[str]:
+    """The real server, as `make run` starts it, on a port of its choosing."""
+    return [
+        sys.executable,
+        *("-m", "server", "--model-repository", "models", "--host", "127.0.0.1"),
+        *("--grpc-port", "0", "--workers", str(workers)),
+    ]
+
+
+def noop_command(port: int) -> list[str]:
+    return [sys.executable, "-m", "loadtests.noop_server", "--grpc-port", str(port)]
+
+
+@contextlib.contextmanager
+def real_server(workers: int) -> Iterator[Server]:
+    with _processes(f"server x{workers}", [server_command(workers)]) as port:
+        yield Server(port)
+
+
+@contextlib.contextmanager
+def noop_server(processes: int) -> Iterator[Server]:
+    """`processes` no-op servers; with more than one they share a reserved port."""
+    if processes == 1:
+        with _processes("noop x1", [noop_command(0)]) as port:
+            yield Server(port)
+        return
+    with (
+        _reserved_port() as port,
+        _processes(f"noop x{processes}", [noop_command(port)] * processes),
+    ):
+        yield Server(port)
+
+
+@contextlib.contextmanager
+def _reserved_port() -> Iterator[int]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+    finally:
+        sock.close()
+
+
+@contextlib.contextmanager
+def _processes(label: str, commands: Sequence[list[str]]) -> Iterator[int]:
+    """Start every command, wait for each one's "listening" line, stop them all on exit.
+
+    Yields the first one's port (they all listen on one port when there are several)."""
+    started: list[subprocess.Popen[str]] = []
+    try:
+        ports = []
+        for command in commands:
+            process = subprocess.Popen(
+                command,
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                start_new_session=True,
+            )
+            started.append(process)
+            ports.append(_await_listening(label, process))
+        yield ports[0]
+    finally:
+        for process in started:
+            _stop(process)
+
+
+def _await_listening(label: str, process: subprocess.Popen[str]) -> int:
+    """The port from the JSON "listening" line; later output is drained and kept short."""
+    found: queue.Queue[int | None] = queue.Queue()
+    tail: deque[str] = deque(maxlen=40)
+
+    def pump() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            tail.append(line)
+            if '"event": "listening"' in line:
+                found.put(int(json.loads(line)["grpc_port"]))
+        found.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    try:
+        port = found.get(timeout=START_TIMEOUT_S)
+    except queue.Empty:
+        port = None
+    if port is None:
+        raise RuntimeError(f"{label} did not start:\n" + "".join(tail))
+    return port
+
+
+def _stop(process: subprocess.Popen[str]) -> None:
+    """SIGTERM (graceful), then SIGKILL to the whole session if it hangs."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                # Only our own session: the server and the workers it spawned.
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()

@@ -1,0 +1,64 @@
+"""Ceiling B: ONNX Runtime in-process, with no RPC, at a given batch size.
+
+The session is the server's own `OnnxModel`, built from the model's config.yaml, so the
+session options (thread counts, execution provider) are the ones the server runs with.
+Calls are back to back on one thread, as one batcher slot (`instances: 1`) makes them.
+Measured while no server runs, so it is what these cores can do for this model alone. It
+is the best of a few short runs: a ceiling is an upper bound, and on a shared machine a
+single run measures whatever else ran at the time as much as the model.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from loadtests.workloads import Workload
+from server.config import load_config
+from server.runtime import OnnxModel
+
+REPEATS = 3
+MIN_SECONDS = 0.4  # per repeat
+MIN_CALLS = 2
+
+
+@dataclass(frozen=True, slots=True)
+class CeilingB:
+    model: str
+    version: str
+    batch: int
+    rows_per_s: float
+    calls_per_s: float
+
+    @property
+    def ms_per_call(self) -> float:
+        return 1000 / self.calls_per_s
+
+
+class Session:
+    """One model version loaded as the server (with `workers` processes) would load it."""
+
+    def __init__(self, repository: Path, workload: Workload, version: str, workers: int = 1):
+        model_dir = repository / workload.model
+        config = load_config(model_dir)
+        self._model = OnnxModel(model_dir / version / "model.onnx", config, workers=workers)
+        self._workload = workload
+        self._version = version
+        self.max_batch_size = config.max_batch_size
+
+    def measure(self, batch: int) -> CeilingB:
+        feeds = self._workload.feeds(self._model.signature, batch)
+        outputs = [spec.name for spec in self._model.signature.outputs]
+        self._model.run(feeds, outputs)  # first call at this shape allocates
+        calls_per_s = 0.0
+        for _ in range(REPEATS):
+            calls = 0
+            start = time.perf_counter()
+            while (elapsed := time.perf_counter() - start) < MIN_SECONDS or calls < MIN_CALLS:
+                self._model.run(feeds, outputs)
+                calls += 1
+            calls_per_s = max(calls_per_s, calls / elapsed)
+        return CeilingB(
+            self._workload.model, self._version, batch, calls_per_s * batch, calls_per_s
+        )

@@ -1,0 +1,60 @@
+"""What the benchmark sends to each model, to perf_analyzer and to in-process ONNX Runtime."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from server.runtime import Signature
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    model: str
+    interval_ms: int
+    """perf_analyzer's measurement window: a few hundred requests at concurrency 1."""
+    shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    """Sizes of dynamic dims, without the batch dim (perf_analyzer's --shape)."""
+    zeros: bool = False
+    """Zeros instead of random values: random INT64 token ids fall outside the vocabulary."""
+
+    def perf_analyzer_args(self) -> list[str]:
+        args = ["--input-data", "zero" if self.zeros else "random"]
+        for name, dims in self.shapes.items():
+            args += ["--shape", f"{name}:{','.join(map(str, dims))}"]
+        return args
+
+    def feeds(self, signature: Signature, batch: int) -> dict[str, np.ndarray]:
+        """The same tensors perf_analyzer sends, `batch` rows of them."""
+        rng = np.random.default_rng(0)
+        feeds = {}
+        for spec in signature.inputs:
+            dims = self.shapes.get(spec.name, spec.dims)
+            if any(d < 0 for d in dims):
+                raise ValueError(f"{self.model}: give a shape for dynamic input '{spec.name}'")
+            shape = (batch, *dims)
+            if self.zeros:
+                feeds[spec.name] = np.zeros(shape, spec.datatype.numpy)
+            else:
+                feeds[spec.name] = rng.random(shape).astype(spec.datatype.numpy)
+        return feeds
+
+
+_TOKENS = (128,)  # minilm's tokenizer pads every text to 128 tokens
+
+WORKLOADS: dict[str, Workload] = {
+    workload.model: workload
+    for workload in (
+        Workload("digits", interval_ms=1500),
+        Workload(
+            "minilm",
+            interval_ms=2000,
+            shapes={"input_ids": _TOKENS, "attention_mask": _TOKENS, "token_type_ids": _TOKENS},
+            zeros=True,
+        ),
+        Workload("text_direction", interval_ms=2000),
+    )
+}
+SMALL = "digits"
