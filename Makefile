@@ -86,5 +86,10 @@ test: install-test protos models gateway web perf-analyzer /usr/bin/chromium
 	$(PY) -m pytest tests/unit
 	$(PY) -m pytest tests/integration
 
+# Throughput and latency against ceilings measured in the same run (docs/performance.md).
+# BENCH_ARGS: --quick, --models digits,minilm, --concurrency 1,32
+bench: protos models perf-analyzer
+	$(PY) -m loadtests.bench $(BENCH_ARGS)
+
 clean:
 	rm -rf inference models/.stamp models/*/[0-9]*/ build
