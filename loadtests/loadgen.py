@@ -63,7 +63,7 @@ def measure(
 def _run(
     address: str, workload: Workload, mode: str, concurrency: int, stability: Stability
 ) -> Measurement | None:
-    interval = max(200, int(workload.interval_ms * stability.interval_scale))
+    interval = workload.window_ms(concurrency, stability.interval_scale)
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         report = Path(tmp, "report.csv")
         command = [

@@ -19,6 +19,12 @@ class Workload:
     """Sizes of dynamic dims, without the batch dim (perf_analyzer's --shape)."""
     zeros: bool = False
     """Zeros instead of random values: random INT64 token ids fall outside the vocabulary."""
+    row_ms: float = 0.0
+    """Rough compute time of one row here; a window must hold several requests' latency,
+    which grows with concurrency for compute-bound models."""
+
+    def window_ms(self, concurrency: int, scale: float) -> int:
+        return max(200, int(self.interval_ms * scale), int(concurrency * self.row_ms * 4))
 
     def perf_analyzer_args(self) -> list[str]:
         args = ["--input-data", "zero" if self.zeros else "random"]
@@ -53,8 +59,9 @@ WORKLOADS: dict[str, Workload] = {
             interval_ms=2000,
             shapes={"input_ids": _TOKENS, "attention_mask": _TOKENS, "token_type_ids": _TOKENS},
             zeros=True,
+            row_ms=14.0,
         ),
-        Workload("text_direction", interval_ms=2000),
+        Workload("text_direction", interval_ms=2000, row_ms=0.6),
     )
 }
 SMALL = "digits"
