@@ -2,7 +2,7 @@
 
 The session is the server's own `OnnxModel`, built from the model's config.yaml, so the
 session options (thread counts, execution provider) are the ones the server runs with.
-Calls are back to back on one thread, as one batcher slot (`instances: 1`) makes them.
+Calls are back to back on `instances` threads at once, as the batcher's slots make them.
 Measured while no server runs, so it is what these cores can do for this model alone. It
 is the best of a few short runs: a ceiling is an upper bound, and on a shared machine a
 single run measures whatever else ran at the time as much as the model.
@@ -11,6 +11,7 @@ single run measures whatever else ran at the time as much as the model.
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,19 +47,27 @@ class Session:
         self._workload = workload
         self._version = version
         self.max_batch_size = config.max_batch_size
+        self._instances = config.instances
 
     def measure(self, batch: int) -> CeilingB:
         feeds = self._workload.feeds(self._model.signature, batch)
         outputs = [spec.name for spec in self._model.signature.outputs]
         self._model.run(feeds, outputs)  # first call at this shape allocates
-        calls_per_s = 0.0
-        for _ in range(REPEATS):
+
+        def back_to_back(start: float) -> int:
             calls = 0
-            start = time.perf_counter()
-            while (elapsed := time.perf_counter() - start) < MIN_SECONDS or calls < MIN_CALLS:
+            while time.perf_counter() - start < MIN_SECONDS or calls < MIN_CALLS:
                 self._model.run(feeds, outputs)
                 calls += 1
-            calls_per_s = max(calls_per_s, calls / elapsed)
+            return calls
+
+        calls_per_s = 0.0
+        with ThreadPoolExecutor(self._instances) as pool:
+            for _ in range(REPEATS):
+                start = time.perf_counter()
+                slots = [pool.submit(back_to_back, start) for _ in range(self._instances)]
+                calls = sum(slot.result() for slot in slots)
+                calls_per_s = max(calls_per_s, calls / (time.perf_counter() - start))
         return CeilingB(
             self._workload.model, self._version, batch, calls_per_s * batch, calls_per_s
         )
