@@ -88,8 +88,13 @@ test: install-test protos models gateway web perf-analyzer /usr/bin/chromium
 
 # Throughput and latency against ceilings measured in the same run (docs/performance.md).
 # BENCH_ARGS: --quick, --models digits,minilm, --concurrency 1,32
-bench: protos models perf-analyzer
+bench: protos models gateway perf-analyzer /usr/bin/h2load
 	$(PY) -m loadtests.bench $(BENCH_ARGS)
+	$(PY) -m loadtests.gateway_bench
+
+# h2load drives REST and gRPC-web through the gateway in `make bench`.
+/usr/bin/h2load:
+	apt-get update -qq && apt-get install -y -qq nghttp2-client
 
 clean:
 	rm -rf inference models/.stamp models/*/[0-9]*/ build
