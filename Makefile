@@ -83,6 +83,7 @@ test: install-test protos models gateway web perf-analyzer /usr/bin/chromium
 	$(PY) -m ruff check server gateway tests models loadtests
 	$(PY) -m ruff format --check server gateway tests models loadtests
 	$(PY) -m mypy server gateway
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest tests/unit
 	$(PY) -m pytest tests/integration
 

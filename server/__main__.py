@@ -6,14 +6,15 @@ import sys
 
 import uvloop
 
-from server import app, logs, settings, workers
+from server import app, settings, supervisor
+from server.telemetry import logs
 
 
 def main(argv: list[str] | None = None) -> int:
     config = settings.parse(argv)
     logs.configure(config.log_level)
     if config.workers > 1:
-        return workers.run(config)
+        return supervisor.run(config)
     uvloop.run(app.run(config))
     return 0
 

@@ -10,19 +10,22 @@ from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from inference import grpc_service_pb2 as pb
 from inference import grpc_service_pb2_grpc as pb_grpc
-from server.dataplane import DataPlane, ServerInfo
-from server.repository import Repository
-from server.servicer import InferenceServicer
+from server.api.grpc.health import Health
+from server.api.grpc.servicer import InferenceServicer
+from server.core.dataplane import DataPlane, ServerInfo
+from server.execution.version import OnnxVersions
+from server.repository.repository import Repository
 from server.settings import Settings
 
 log = logging.getLogger("server")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+LIVENESS = "live"  # health service name: SERVING until the process exits
 
 
 def _version() -> str:
@@ -32,23 +35,17 @@ def _version() -> str:
         return "0+unknown"
 
 
-def _serving(ready: bool) -> health_pb2.HealthCheckResponse.ServingStatus.ValueType:
-    return (
-        health_pb2.HealthCheckResponse.SERVING
-        if ready
-        else health_pb2.HealthCheckResponse.NOT_SERVING
-    )
-
-
 class InferenceServer:
     """One grpc.aio server with the inference, health and reflection services."""
 
     def __init__(self, settings: Settings, worker: int | None = None) -> None:
         self.settings = settings
         self.worker = worker
-        self.health = health.aio.HealthServicer()
+        self.health = Health()
         self.repository = Repository(
-            settings.model_repository, settings.workers, on_change=self._model_changed
+            settings.model_repository,
+            OnnxVersions(settings.workers),
+            on_change=self._model_changed,
         )
         self.dataplane = DataPlane(self.repository, ServerInfo(settings.server_name, _version()))
         self.server = grpc.aio.server(
@@ -61,19 +58,15 @@ class InferenceServer:
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(
             InferenceServicer(self.dataplane, settings.max_input_elements), self.server
         )
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, self.server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
         )
         self.port = 0
 
     def _model_changed(self, name: str, ready: bool) -> None:
-        asyncio.get_running_loop().create_task(self.health.set(name, _serving(ready)))
-        self._update_server_health()
-
-    def _update_server_health(self) -> None:
-        ready = self.dataplane.ready()
-        asyncio.get_running_loop().create_task(self.health.set("", _serving(ready)))
+        self.health.set(name, ready)
+        self.health.set("", self.dataplane.ready())
 
     async def start(self) -> int:
         """Listen first (so liveness answers during loading), then load every model."""
@@ -81,10 +74,12 @@ class InferenceServer:
         self.port = self.server.add_insecure_port(address)
         if not self.port:
             raise OSError(f"could not bind the gRPC port at {address}")
-        await self.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.health.set(LIVENESS, True)
+        self.health.set("", False)
         await self.server.start()
+        self.health.set(SERVICE_NAME, True)
         await self.repository.load_all()
-        self._update_server_health()  # from now on, "" follows ServerReady
+        self.health.set("", self.dataplane.ready())  # from now on, "" follows ServerReady
         log.info(
             "listening",
             extra={
@@ -102,7 +97,7 @@ class InferenceServer:
         """Graceful shutdown, step by step."""
         log.info("shutting down", extra={"event": "stopping"})
         self.dataplane.live = False
-        await self.health.enter_graceful_shutdown()  # mark not serving
+        await self.health.shutdown(keep=LIVENESS)  # mark not serving
         await self.repository.close()  # drain batchers: queued requests leave now
         await self.server.stop(self.settings.shutdown_grace_s)  # stop accepting; finish RPCs
         log.info("stopped", extra={"event": "stopped"})

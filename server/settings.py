@@ -1,36 +1,95 @@
-"""Server settings: built once at start-up from flags and environment, then passed down."""
+"""Server settings: built once at start-up from flags and environment, then passed down.
+
+A frozen dataclass; each field's `help` is what `--help` shows. Flags win over
+`INFERENCE_<FIELD>` environment variables, which win over defaults. Values are parsed by
+the field's type, so "false" is false and a bad environment value is an error that
+names the variable.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, get_type_hints
 
 ENV_PREFIX = "INFERENCE_"
 
 
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
-    model_repository: Path
-    """Directory holding `<model>/config.yaml` and `<model>/<version>/model.onnx`."""
-    host: str = "0.0.0.0"
-    """Address the gRPC port binds; 0.0.0.0 serves every interface, as in a container."""
-    grpc_port: int = 8001
-    """gRPC port (Triton's default); 0 picks a free port and logs it."""
-    workers: int = 1
-    """Processes sharing the gRPC port through SO_REUSEPORT, each with its own batchers."""
-    max_message_bytes: int = 64 * 1024 * 1024
-    """Largest gRPC message accepted or sent."""
-    max_input_elements: int = 16 * 1024 * 1024
-    """Largest element count of one input tensor; more is INVALID_ARGUMENT."""
-    shutdown_grace_s: float = 10.0
-    """How long in-flight requests may take to finish on SIGTERM."""
-    log_level: str = "INFO"
-    """Level of the JSON log lines on standard output."""
-    server_name: str = "v2-inference-server"
-    """Name reported by ServerMetadata."""
+    model_repository: Path = field(
+        default=Path("models"),
+        metadata=_help("directory holding <model>/config.yaml and <model>/<version>/model.onnx"),
+    )
+    host: str = field(
+        default="0.0.0.0",
+        metadata=_help(
+            "address the gRPC port binds; 0.0.0.0 serves every interface, as in a container"
+        ),
+    )
+    grpc_port: int = field(
+        default=8001,
+        metadata=_help("gRPC port (Triton's default); 0 picks a free port and logs it"),
+    )
+    workers: int = field(
+        default=1,
+        metadata=_help(
+            "processes sharing the gRPC port through SO_REUSEPORT, each with its own batchers"
+        ),
+    )
+    max_message_bytes: int = field(
+        default=64 * 1024 * 1024, metadata=_help("largest gRPC message accepted or sent")
+    )
+    max_input_elements: int = field(
+        default=16 * 1024 * 1024,
+        metadata=_help("largest element count of one input tensor; more is INVALID_ARGUMENT"),
+    )
+    shutdown_grace_s: float = field(
+        default=10.0, metadata=_help("how long in-flight requests may take to finish on SIGTERM")
+    )
+    log_level: str = field(
+        default="INFO", metadata=_help("level of the JSON log lines on standard output")
+    )
+    server_name: str = field(
+        default="v2-inference-server", metadata=_help("name reported by ServerMetadata")
+    )
+
+
+def boolean(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
+
+
+def _number(kind: type[int] | type[float]) -> Callable[[str], Any]:
+    def convert(text: str) -> int | float:
+        try:
+            return kind(text)
+        except ValueError:
+            raise ValueError(f"expected {convert.__name__}, got {text!r}") from None
+
+    convert.__name__ = "an integer" if kind is int else "a number"
+    return convert
+
+
+PARSERS: dict[type, Callable[[str], Any]] = {
+    bool: boolean,
+    int: _number(int),
+    float: _number(float),
+    str: str,
+    Path: Path,
+}
 
 
 def _flag(name: str) -> str:
@@ -38,23 +97,29 @@ def _flag(name: str) -> str:
 
 
 def parse(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
-    """Flags win over `INFERENCE_<FIELD>` environment variables, which win over defaults."""
     environ = os.environ if environ is None else environ
-    defaults = Settings(model_repository=Path("models"))
     parser = argparse.ArgumentParser(
-        prog="python -m server", description="Open Inference Protocol (KServe V2) gRPC server"
+        prog="python -m server",
+        description="Open Inference Protocol (KServe V2) gRPC server for ONNX models",
     )
-    for field in Settings.__dataclass_fields__.values():
-        default = environ.get(ENV_PREFIX + field.name.upper(), getattr(defaults, field.name))
-        kind = type(getattr(defaults, field.name))
+    types = get_type_hints(Settings)
+    for setting in dataclasses.fields(Settings):
+        convert = PARSERS[types[setting.name]]
+        variable = ENV_PREFIX + setting.name.upper()
+        default = setting.default
+        if variable in environ:
+            try:
+                default = convert(environ[variable])
+            except ValueError as exc:
+                parser.error(f"environment variable {variable}: {exc}")
         parser.add_argument(
-            _flag(field.name),
-            type=kind,
-            default=kind(default),
-            help=f"(env {ENV_PREFIX}{field.name.upper()}; default %(default)s)",
+            _flag(setting.name),
+            type=convert,
+            default=default,
+            metavar=setting.name.split("_")[-1].upper(),
+            help=f"{setting.metadata['help']} (env {variable}; default: %(default)s)",
         )
-    args = parser.parse_args(argv)
-    settings = Settings(**vars(args))
+    settings = Settings(**vars(parser.parse_args(argv)))
     if settings.workers < 1:
         parser.error("--workers must be at least 1")
     if not 0 <= settings.grpc_port <= 65535:

@@ -47,7 +47,17 @@ def health(
 
 
 @pytest.mark.parametrize(
-    "service", ["", "digits", "text_direction", "minilm", "silero_vad"], ids=repr
+    "service",
+    [
+        "",
+        "live",
+        "inference.GRPCInferenceService",
+        "digits",
+        "text_direction",
+        "minilm",
+        "silero_vad",
+    ],
+    ids=repr,
 )
 def test_server_and_every_model_are_serving(
     health: health_pb2_grpc.HealthStub, service: str

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import time
 from collections.abc import AsyncIterator
 
 import grpc
@@ -12,11 +11,11 @@ import numpy as np
 
 from inference import grpc_service_pb2 as pb
 from inference import grpc_service_pb2_grpc as pb_grpc
-from server import messages
-from server.dataplane import DataPlane, Running
-from server.errors import InvalidRequest
-from server.status import grpc_errors, status_for
-from server.tensors import decode_request, encode_response
+from server.api.grpc import messages
+from server.api.grpc.codec import decode_request, encode_response
+from server.api.grpc.status import grpc_errors, status_for
+from server.core.dataplane import DataPlane, Running
+from server.core.errors import InvalidRequest
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
@@ -40,8 +39,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @grpc_errors
     async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: object) -> object:
-        version = self._dataplane.model(request.name, request.version)
-        return messages.model_metadata(version, self._dataplane.versions(request.name))
+        return messages.model_metadata(self._dataplane.metadata(request.name, request.version))
 
     @grpc_errors
     async def ModelConfig(self, request: pb.ModelConfigRequest, context: object) -> object:
@@ -76,10 +74,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(
         self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
     ) -> object:
-        remaining = context.time_remaining()
-        deadline = None if remaining is None else time.monotonic() + remaining
         decoded = decode_request(request, self._max_elements)
-        return encode_response(await self._dataplane.infer(decoded, deadline))
+        response = await self._dataplane.infer(decoded, context.time_remaining())
+        return encode_response(response, bool(request.raw_input_contents))
 
     async def ModelStreamInfer(
         self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: object
@@ -106,9 +103,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         def finished(request: pb.ModelInferRequest, running: Running, _: object) -> None:
             pending.discard(running.future)
             if running.future.cancelled():  # the stream is closing
+                running.abandon()
                 return
             try:
-                response = encode_response(running.response())
+                response = encode_response(running.response(), bool(request.raw_input_contents))
             except Exception as exc:
                 failed(request, exc)
             else:

@@ -20,8 +20,9 @@ from multiprocessing.process import BaseProcess
 
 import uvloop
 
-from server import app, logs
+from server import app
 from server.settings import Settings
+from server.telemetry import logs
 
 log = logging.getLogger("server")
 

@@ -1,10 +1,13 @@
 """Cumulative per-version statistics, in the shape Triton's ModelStatistics reports them.
 
 Plain counters mutated from the event loop thread only, so the hot path takes no lock.
+Each event is recorded in one place: a request's outcome by the data plane
+(`record_request`), a batch's queue waits and compute by the batcher (`record_execution`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 
@@ -40,10 +43,27 @@ class ModelStats:
     compute_output: Duration = field(default_factory=Duration)
     batches: dict[int, BatchDurations] = field(default_factory=dict)
 
+    def record_request(self, ok: bool, ns: int, now_ms: int) -> None:
+        """One request ended: succeeded, or failed for any reason (cancelled included)."""
+        if ok:
+            self.success.add(ns)
+            self.last_inference_ms = now_ms
+        else:
+            self.fail.add(ns)
+
     def record_execution(
-        self, rows: int, requests: int, input_ns: int, infer_ns: int, output_ns: int
+        self,
+        rows: int,
+        queue_ns: Sequence[int],
+        input_ns: int,
+        infer_ns: int,
+        output_ns: int,
     ) -> None:
-        """Triton counts request-level compute durations once per request in the batch."""
+        """One successful batch. As Triton: queue time of successful requests only, and
+        request-level compute durations once per request in the batch."""
+        requests = len(queue_ns)
+        for ns in queue_ns:
+            self.queue.add(ns)
         self.execution_count += 1
         self.inference_count += rows
         self.compute_input.add(input_ns * requests, requests)
@@ -55,3 +75,12 @@ class ModelStats:
         batch.compute_input.add(input_ns)
         batch.compute_infer.add(infer_ns)
         batch.compute_output.add(output_ns)
+
+
+@dataclass(frozen=True, slots=True)
+class BatcherStatistics:
+    """A snapshot of one batcher, for metrics."""
+
+    queue_depth: int
+    in_flight: int
+    slots: int

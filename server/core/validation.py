@@ -6,10 +6,10 @@ names the input and the expected value, and never poisons its neighbours.
 
 from __future__ import annotations
 
-from server.config import TensorSpec
-from server.errors import InvalidRequest
-from server.runtime import Signature
-from server.tensors import InferenceRequest
+from server.core.datatypes import DataType
+from server.core.errors import InvalidRequest
+from server.core.inference import InferenceRequest, Plan
+from server.core.tensors import Signature, TensorSpec
 
 
 class Validator:
@@ -22,42 +22,53 @@ class Validator:
         self._inputs = {spec.name: spec for spec in signature.inputs}
         self._required = frozenset(spec.name for spec in signature.inputs if not spec.optional)
         self._outputs = tuple(spec.name for spec in signature.outputs)
-        self._output_set = frozenset(self._outputs)
+        self._output_types = {spec.name: spec.datatype for spec in signature.outputs}
+        self._all_output_types = tuple(spec.datatype for spec in signature.outputs)
         self._full_shapes = {spec.name: signature.full_shape(spec) for spec in signature.inputs}
 
-    def check(self, request: InferenceRequest) -> tuple[int, tuple[str, ...]]:
-        """Return the batch size (0 for unbatched models) and the output names to compute."""
+    def _invalid(self, message: str, tensor: str = "") -> InvalidRequest:
+        return InvalidRequest(message, model=self._model, tensor=tensor)
+
+    def check(self, request: InferenceRequest) -> Plan:
+        """The request as a plan, or InvalidRequest naming the input and what was expected."""
         seen: set[str] = set()
         batch = -1
         for tensor in request.inputs:
             spec = self._inputs.get(tensor.name)
             if spec is None:
-                raise InvalidRequest(
+                raise self._invalid(
                     f"unexpected input '{tensor.name}' for model '{self._model}'; "
-                    f"expected inputs: {sorted(self._inputs)}"
+                    f"expected inputs: {sorted(self._inputs)}",
+                    tensor.name,
                 )
             if tensor.name in seen:
-                raise InvalidRequest(f"input '{tensor.name}' appears more than once")
+                raise self._invalid(f"input '{tensor.name}' appears more than once", tensor.name)
             seen.add(tensor.name)
             if tensor.datatype is not spec.datatype:
-                raise InvalidRequest(
+                raise self._invalid(
                     f"input '{tensor.name}': datatype {tensor.datatype.name} does not match "
-                    f"the model's {spec.datatype.name}"
+                    f"the model's {spec.datatype.name}",
+                    tensor.name,
                 )
             size = self._check_shape(spec, tensor.data.shape)
             if batch not in (-1, size):
-                raise InvalidRequest(
+                raise self._invalid(
                     f"input '{tensor.name}': batch size {size} differs from the other "
-                    f"inputs' {batch}"
+                    f"inputs' {batch}",
+                    tensor.name,
                 )
             batch = size
         missing = self._required - seen
         if missing:
-            raise InvalidRequest(
+            raise self._invalid(
                 f"missing input(s) {sorted(missing)} for model '{self._model}'; "
-                f"expected inputs: {sorted(self._inputs)}"
+                f"expected inputs: {sorted(self._inputs)}",
+                min(missing),
             )
-        return max(batch, 0), self._requested(request.requested_outputs)
+        outputs, types = self._requested(request.requested_outputs)
+        return Plan(
+            {tensor.name: tensor.data for tensor in request.inputs}, outputs, types, max(batch, 0)
+        )
 
     def _check_shape(self, spec: TensorSpec, shape: tuple[int, ...]) -> int:
         dims = shape[1:] if self._batched else shape
@@ -65,28 +76,31 @@ class Validator:
         if len(shape) != len(expected) or any(
             want not in (-1, got) for want, got in zip(spec.dims, dims, strict=True)
         ):
-            raise InvalidRequest(
+            raise self._invalid(
                 f"input '{spec.name}': shape {list(shape)} does not match the model's "
-                f"{list(expected)} (-1 is any size)"
+                f"{list(expected)} (-1 is any size)",
+                spec.name,
             )
         if not self._batched:
             return 0
         if not 1 <= shape[0] <= self._max_batch_size:
-            raise InvalidRequest(
+            raise self._invalid(
                 f"input '{spec.name}': batch size {shape[0]} is outside 1..{self._max_batch_size}"
-                f" (max_batch_size of model '{self._model}')"
+                f" (max_batch_size of model '{self._model}')",
+                spec.name,
             )
         return shape[0]
 
-    def _requested(self, names: list[str]) -> tuple[str, ...]:
+    def _requested(self, names: list[str]) -> tuple[tuple[str, ...], tuple[DataType, ...]]:
         if not names:
-            return self._outputs
+            return self._outputs, self._all_output_types
         if len(set(names)) != len(names):
-            raise InvalidRequest(f"requested outputs {names} name an output more than once")
+            raise self._invalid(f"requested outputs {names} name an output more than once")
         for name in names:
-            if name not in self._output_set:
-                raise InvalidRequest(
+            if name not in self._output_types:
+                raise self._invalid(
                     f"requested output '{name}' is not an output of model '{self._model}'; "
-                    f"expected one of {list(self._outputs)}"
+                    f"expected one of {list(self._outputs)}",
+                    name,
                 )
-        return tuple(names)
+        return tuple(names), tuple(self._output_types[name] for name in names)

@@ -9,6 +9,11 @@ leave together), and low load adds no latency. While every slot is busy, request
 batches grow with load. `max_queue_delay_us` bounds how long a partial batch may wait
 for more, and `preferred_batch_sizes` lets a batch leave early at a size the model likes.
 
+One clock: every decision reads the event loop's clock, and the delay timer is set on
+that clock with `call_at`. uvloop keeps timers in whole milliseconds, so a timer may fire
+a fraction of a millisecond before its due time by the clock; a fired timer therefore
+counts as its due time having come (`_reached`), and a wait never re-arms in a spin.
+
 Backpressure: the queue holds at most `max_queue_size` requests; one more is refused at
 once with QueueFull, never parked. A request whose future is cancelled (the client went
 away) or whose deadline passed while queued is dropped before compute.
@@ -24,33 +29,24 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
-from server.config import BatchingConfig
-from server.errors import InvalidRequest, ModelUnavailable, QueueFull, RequestExpired
-from server.stats import ModelStats
+from server.core.errors import InvalidRequest, ModelUnavailable, QueueFull, RequestExpired
+from server.core.inference import Plan
+from server.core.model_config import BatchingConfig
+from server.core.models import Outputs
+from server.core.statistics import BatcherStatistics, ModelStats
 
 log = logging.getLogger(__name__)
-
-Outputs = list[np.ndarray]
 
 
 class Runner(Protocol):
     def run(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str]) -> Outputs: ...
-
-
-@dataclass(frozen=True, slots=True)
-class BatcherStatistics:
-    """A snapshot for metrics."""
-
-    queue_depth: int
-    in_flight: int
-    slots: int
 
 
 @dataclass(slots=True)
@@ -60,10 +56,11 @@ class _Pending:
     outputs: tuple[str, ...]
     rows: int  # batch dimension size; 0 for models without one
     key: object  # requests with equal keys can share a batch
-    enqueued: float
+    enqueued: float  # on the loop's clock, for decisions
     deadline: float | None
+    arrived_ns: int  # perf_counter_ns, for the queue statistics
+    dispatched_ns: int = 0  # when its (last) batch left the queue
     solo: bool = False  # retried alone after its batch failed
-    dispatched: float = 0.0  # when its (last) batch left the queue
 
 
 def batch_cut(
@@ -104,7 +101,6 @@ class Batcher:
         config: BatchingConfig,
         instances: int,
         stats: ModelStats,
-        clock: Callable[[], float] = time.monotonic,
         inline: bool = False,
     ) -> None:
         self._model = model
@@ -116,7 +112,8 @@ class Batcher:
         self._slots = instances
         self._free = instances
         self._stats = stats
-        self._clock = clock
+        self._loop: asyncio.AbstractEventLoop | None = None  # the first enqueue's loop
+        self._reached = 0.0  # the latest due time a fired timer vouched for
         self._queue: deque[_Pending] = deque()
         self._inline = inline
         self._executor = (
@@ -131,50 +128,55 @@ class Batcher:
     def statistics(self) -> BatcherStatistics:
         return BatcherStatistics(len(self._queue), self._slots - self._free, self._slots)
 
-    async def submit(
-        self,
-        feeds: Mapping[str, np.ndarray],
-        outputs: tuple[str, ...],
-        rows: int,
-        deadline: float | None = None,
-    ) -> Outputs:
-        """Run one validated request; its outputs come back in `outputs` order."""
-        return await self.enqueue(feeds, outputs, rows, deadline)
-
     def enqueue(
-        self,
-        feeds: Mapping[str, np.ndarray],
-        outputs: tuple[str, ...],
-        rows: int,
-        deadline: float | None = None,
-        eager: bool = False,
+        self, plan: Plan, deadline: float | None = None, eager: bool = False
     ) -> asyncio.Future[Outputs]:
         """Queue one validated request; the future resolves to its outputs. Callers that
         handle many requests at once (streams) wait on it without a task per request.
 
-        `eager`: an inline model that is idle runs the request now, so a lone unary call
-        never suspends its handler. Streams leave it off: their requests arrive together
-        and should share a batch."""
+        `deadline` is on the event loop's clock. `eager`: an inline model that is idle
+        runs the request now, so a lone unary call never suspends its handler. Streams
+        leave it off: their requests arrive together and should share a batch."""
         if self._closed:
-            raise ModelUnavailable(f"model '{self._model}' is unloading")
+            raise ModelUnavailable(f"model '{self._model}' is unloading", model=self._model)
         if self._max_queue_size and len(self._queue) >= self._max_queue_size:
             # Clients that went away still sit in the queue; only live requests count.
             self._queue = deque(p for p in self._queue if not p.future.done())
         if self._max_queue_size and len(self._queue) >= self._max_queue_size:
             raise QueueFull(
                 f"model '{self._model}' has {len(self._queue)} queued requests, the "
-                f"max_queue_size; retry later"
+                f"max_queue_size; retry later",
+                model=self._model,
             )
-        future: asyncio.Future[Outputs] = asyncio.get_running_loop().create_future()
-        key = (outputs, tuple((name, array.shape[1:]) for name, array in feeds.items()))
-        self._queue.append(_Pending(future, feeds, outputs, rows, key, self._clock(), deadline))
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        future: asyncio.Future[Outputs] = loop.create_future()
+        feeds = plan.feeds
+        key = (plan.outputs, tuple((name, array.shape[1:]) for name, array in feeds.items()))
+        self._queue.append(
+            _Pending(
+                future,
+                feeds,
+                plan.outputs,
+                plan.rows,
+                key,
+                self._now(),
+                deadline,
+                time.perf_counter_ns(),
+            )
+        )
         self._idle.clear()
         if eager and self._executor is None and self._free and len(self._queue) == 1:
             self._dispatch()  # inline and idle: run now and hand back a finished future
         elif not self._scheduled:
             self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._dispatch)
+            loop.call_soon(self._dispatch)
         return future
+
+    def _now(self) -> float:
+        assert self._loop is not None
+        return max(self._loop.time(), self._reached)
 
     async def close(self) -> None:
         """Refuse new requests, let queued and running ones finish, then stop the threads."""
@@ -198,9 +200,14 @@ class Batcher:
         if not self._queue and self._free == self._slots:
             self._idle.set()
 
+    def _on_timer(self, due: float) -> None:
+        self._timer = None
+        self._reached = max(self._reached, due)
+        self._dispatch()
+
     def _next_batch(self) -> list[_Pending] | None:
         """Take the next batch off the queue; [] if only dead requests were dropped."""
-        now = self._clock()
+        now = self._now()
         head = self._queue[0]
         if self._max_batch_size == 0 or head.solo:
             self._queue.popleft()
@@ -230,9 +237,9 @@ class Batcher:
         )
         if cut is None:
             self._queue = deque(chosen) + rest if rest else deque(chosen)
-            self._timer = asyncio.get_running_loop().call_later(
-                self._max_delay - waited, self._dispatch
-            )
+            assert self._loop is not None
+            due = chosen[0].enqueued + self._max_delay
+            self._timer = self._loop.call_at(due, self._on_timer, due)
             return None
         leftover = chosen[cut:]
         self._queue = deque(leftover) + rest if leftover else rest
@@ -243,23 +250,25 @@ class Batcher:
             return False
         if pending.deadline is not None and pending.deadline <= now:
             pending.future.set_exception(
-                RequestExpired(f"deadline passed while queued for model '{self._model}'")
+                RequestExpired(
+                    f"deadline passed while queued for model '{self._model}'", model=self._model
+                )
             )
             return False
         return True
 
     def _execute(self, batch: list[_Pending]) -> None:
         self._free -= 1
-        start = self._clock()
+        start_ns = time.perf_counter_ns()
         for pending in batch:
-            pending.dispatched = start
+            pending.dispatched_ns = start_ns
         if len(batch) == 1:
             feeds = batch[0].feeds
         else:
             feeds = {
                 name: np.concatenate([p.feeds[name] for p in batch]) for name in batch[0].feeds
             }
-        input_ns = int((self._clock() - start) * 1e9)
+        input_ns = time.perf_counter_ns() - start_ns
         if self._executor is None:
             try:
                 outcome = _timed_run(self._runner, feeds, batch[0].outputs)
@@ -268,7 +277,8 @@ class Batcher:
             else:
                 self._finish(batch, input_ns, outcome, None)
             return
-        future = asyncio.get_running_loop().run_in_executor(
+        assert self._loop is not None
+        future = self._loop.run_in_executor(
             self._executor, _timed_run, self._runner, feeds, batch[0].outputs
         )
         future.add_done_callback(lambda done: self._completed(batch, input_ns, done))
@@ -310,7 +320,7 @@ class Batcher:
             return
         assert outcome is not None
         results, infer_ns = outcome
-        start = self._clock()
+        start_ns = time.perf_counter_ns()
         if len(batch) == 1:
             if not batch[0].future.done():
                 batch[0].future.set_result(results)
@@ -321,11 +331,10 @@ class Batcher:
                 if not pending.future.done():
                     pending.future.set_result([r[offset:end] for r in results])
                 offset = end
-        output_ns = int((self._clock() - start) * 1e9)
-        for pending in batch:  # as Triton: queue time of successful requests only
-            self._stats.queue.add(int((pending.dispatched - pending.enqueued) * 1e9))
+        output_ns = time.perf_counter_ns() - start_ns
         rows = sum(p.rows for p in batch) or 1
-        self._stats.record_execution(rows, len(batch), input_ns, infer_ns, output_ns)
+        queue_ns = [p.dispatched_ns - p.arrived_ns for p in batch]
+        self._stats.record_execution(rows, queue_ns, input_ns, infer_ns, output_ns)
 
 
 def _timed_run(

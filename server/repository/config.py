@@ -1,4 +1,4 @@
-"""A model's `config.yaml`, parsed once into frozen dataclasses.
+"""A model's `config.yaml`, parsed once into the frozen `server.core.model_config` types.
 
 Every key is optional; inputs and outputs fall back to what the ONNX file declares.
 Unknown keys are an error, so that a typo never silently changes behaviour.
@@ -21,78 +21,22 @@ Unknown keys are an error, so that a typo never silently changes behaviour.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from server import datatypes
-from server.datatypes import DataType
-from server.errors import RepositoryError
-
-PLATFORM = "onnxruntime_onnx"
-EXECUTION_MODES = ("thread", "inline")
-
-
-@dataclass(frozen=True, slots=True)
-class TensorSpec:
-    """A declared input or output. `dims` excludes the batch dimension when batching."""
-
-    name: str
-    datatype: DataType
-    dims: tuple[int, ...]
-    optional: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class VersionPolicy:
-    """Which versions to load: the newest `latest`, every one, or `specific` ones."""
-
-    latest: int | None = 1
-    all: bool = False
-    specific: tuple[int, ...] = ()
-
-    def select(self, available: list[int]) -> list[int]:
-        ordered = sorted(available)
-        if self.all:
-            return ordered
-        if self.specific:
-            return [v for v in ordered if v in self.specific]
-        return ordered[-(self.latest or 1) :]
-
-
-@dataclass(frozen=True, slots=True)
-class WarmupInput:
-    """The tensor fed to one input at load time: `shape` (with the batch dimension) of `value`."""
-
-    name: str
-    shape: tuple[int, ...] | None = None
-    value: float = 0
-
-
-@dataclass(frozen=True, slots=True)
-class BatchingConfig:
-    max_queue_delay_us: int = 0
-    preferred_batch_sizes: tuple[int, ...] = ()
-    max_queue_size: int = 1024
-
-
-@dataclass(frozen=True, slots=True)
-class ModelConfig:
-    name: str
-    platform: str = PLATFORM
-    max_batch_size: int = 0
-    inputs: tuple[TensorSpec, ...] | None = None
-    outputs: tuple[TensorSpec, ...] | None = None
-    version_policy: VersionPolicy = field(default_factory=VersionPolicy)
-    instances: int = 1
-    intra_op_threads: int = 0
-    inter_op_threads: int = 1
-    batching: BatchingConfig = field(default_factory=BatchingConfig)
-    warmup: tuple[WarmupInput, ...] = ()
-    execution: str = "thread"
-
+from server.core import datatypes
+from server.core.errors import RepositoryError
+from server.core.model_config import (
+    EXECUTION_MODES,
+    PLATFORM,
+    BatchingConfig,
+    ModelConfig,
+    VersionPolicy,
+    WarmupInput,
+)
+from server.core.tensors import TensorSpec
 
 _TOP_KEYS = {
     "platform",
@@ -170,10 +114,23 @@ def _require(where: str, item: dict[str, Any], key: str) -> None:
         raise ValueError(f"every entry of {where} needs '{key}'; got {item}")
 
 
-def _non_negative(key: str, value: Any) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ValueError(f"{key} must be a non-negative integer, got {value!r}")
+def _integer(key: str, value: Any) -> int:
+    """YAML integers only: "3", 3.9 and true are errors, never silently converted."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"{key} must be an integer, got {value!r}")
     return value
+
+
+def _non_negative(key: str, value: Any) -> int:
+    if _integer(key, value) < 0:
+        raise ValueError(f"{key} must be a non-negative integer, got {value!r}")
+    return int(value)
+
+
+def _integers(key: str, raw: Any) -> tuple[int, ...]:
+    if not isinstance(raw, list | tuple):
+        raise TypeError(f"{key} must be a list of integers, got {raw!r}")
+    return tuple(_integer(f"{key}[{index}]", value) for index, value in enumerate(raw))
 
 
 def _tensors(key: str, raw: Any) -> tuple[TensorSpec, ...] | None:
@@ -190,7 +147,7 @@ def _tensors(key: str, raw: Any) -> tuple[TensorSpec, ...] | None:
             raise ValueError(
                 f"{key}[{item.get('name')!r}].datatype must be one of {datatypes.NAMES}"
             )
-        dims = tuple(int(d) for d in item.get("dims", ()))
+        dims = _integers(f"{key}[{item['name']!r}].dims", item.get("dims", []))
         if any(d < -1 or d == 0 for d in dims):
             raise ValueError(f"{key}[{item['name']!r}].dims must be positive or -1")
         specs.append(TensorSpec(str(item["name"]), dtype, dims, bool(item.get("optional", False))))
@@ -204,7 +161,7 @@ def _version_policy(raw: Any) -> VersionPolicy:
     if raw.get("all"):
         return VersionPolicy(latest=None, all=True)
     if "specific" in raw:
-        versions = tuple(int(v) for v in raw["specific"])
+        versions = _integers("version_policy.specific", raw["specific"])
         if not versions:
             raise ValueError("version_policy.specific must list at least one version")
         return VersionPolicy(latest=None, specific=versions)
@@ -218,7 +175,9 @@ def _batching(raw: Any) -> BatchingConfig:
     _check_keys(
         "dynamic_batching", raw, {"max_queue_delay_us", "preferred_batch_sizes", "max_queue_size"}
     )
-    preferred = tuple(int(s) for s in raw.get("preferred_batch_sizes", ()))
+    preferred = _integers(
+        "dynamic_batching.preferred_batch_sizes", raw.get("preferred_batch_sizes", [])
+    )
     if any(s < 1 for s in preferred):
         raise ValueError("dynamic_batching.preferred_batch_sizes must be positive")
     max_queue_size = _non_negative(
@@ -244,7 +203,9 @@ def _warmup(raw: Any) -> tuple[WarmupInput, ...]:
         entries.append(
             WarmupInput(
                 name=str(item["name"]),
-                shape=None if shape is None else tuple(int(d) for d in shape),
+                shape=None
+                if shape is None
+                else _integers(f"warmup[{item['name']!r}].shape", shape),
                 value=float(item.get("value", 0)),
             )
         )

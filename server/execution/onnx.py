@@ -2,7 +2,8 @@
 
 `OnnxModel.run` is called from worker threads; ONNX Runtime releases the GIL while it
 computes, so the event loop keeps serving. Its exceptions are converted to domain errors
-where they are raised.
+where they are raised. ONNX string tensors hold text, so BYTES inputs are decoded from
+UTF-8 here, the one place that needs text; other consumers keep the bytes.
 """
 
 from __future__ import annotations
@@ -11,43 +12,46 @@ import contextlib
 import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
-from server import datatypes
-from server.config import ModelConfig, TensorSpec, WarmupInput
-from server.errors import InvalidRequest, RepositoryError, RuntimeFailure
+from server.core import datatypes
+from server.core.errors import InvalidRequest, RepositoryError, RuntimeFailure
+from server.core.model_config import ModelConfig, WarmupInput
+from server.core.tensors import Signature, TensorSpec
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True, slots=True)
-class Signature:
-    """What a model version accepts and returns; dims exclude the batch dimension
-    when the model batches (max_batch_size > 0)."""
-
-    max_batch_size: int
-    inputs: tuple[TensorSpec, ...]
-    outputs: tuple[TensorSpec, ...]
-
-    def full_shape(self, spec: TensorSpec) -> tuple[int, ...]:
-        """The shape clients see in metadata: -1 leads for the batch dimension."""
-        return (-1, *spec.dims) if self.max_batch_size > 0 else spec.dims
+_ORT = ort.capi.onnxruntime_pybind11_state
 
 
 @contextlib.contextmanager
 def runtime_errors(model: str) -> Iterator[None]:
-    """Turn ONNX Runtime's exceptions into domain errors, naming the model."""
+    """Turn ONNX Runtime's exceptions into domain errors, naming the model: the input's
+    fault is InvalidRequest, anything else the runtime raises is RuntimeFailure."""
     try:
         yield
-    except ort.capi.onnxruntime_pybind11_state.InvalidArgument as exc:
-        raise InvalidRequest(f"model '{model}' rejected the input: {exc}") from exc
-    except (ort.capi.onnxruntime_pybind11_state.Fail, RuntimeError) as exc:
-        raise RuntimeFailure(f"model '{model}' failed while executing: {exc}") from exc
+    except _ORT.InvalidArgument as exc:
+        raise InvalidRequest(f"model '{model}' rejected the input: {exc}", model=model) from exc
+    except RuntimeError as exc:  # Fail, RuntimeException, NotImplemented, EPFail, ...
+        raise RuntimeFailure(f"model '{model}' failed while executing: {exc}", model=model) from exc
+
+
+def _texts(name: str, array: np.ndarray) -> np.ndarray:
+    """An ONNX string input takes Python str; BYTES elements must then be UTF-8."""
+    flat = array.ravel()
+    texts = np.empty(flat.shape, dtype=object)
+    try:
+        texts[:] = [item.decode("utf-8") if isinstance(item, bytes) else item for item in flat]
+    except UnicodeDecodeError as exc:
+        raise InvalidRequest(
+            f"input '{name}': BYTES elements must be UTF-8 text for this model's string input",
+            tensor=name,
+        ) from exc
+    return texts.reshape(array.shape)
 
 
 def default_intra_op_threads(workers: int, instances: int) -> int:
@@ -73,10 +77,16 @@ class OnnxModel:
         except Exception as exc:
             raise RepositoryError(f"ONNX Runtime could not load {path}: {exc}") from exc
         self.signature = _signature(self._session, config)
+        self._text_inputs = frozenset(
+            spec.name for spec in self.signature.inputs if spec.datatype.itemsize == 0
+        )
 
     def run(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str]) -> list[np.ndarray]:
+        inputs = dict(feeds)
+        for name in self._text_inputs & inputs.keys():
+            inputs[name] = _texts(name, inputs[name])
         with runtime_errors(self.name):
-            result: list[Any] = self._session.run(list(outputs), dict(feeds))
+            result: list[Any] = self._session.run(list(outputs), inputs)
         return result
 
     def warm_up(self, overrides: Sequence[WarmupInput] = ()) -> None:

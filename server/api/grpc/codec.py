@@ -1,51 +1,44 @@
-"""Protobuf <-> numpy for inference requests and responses.
+"""Protobuf <-> domain for inference requests and responses.
 
 Raw contents are the fast path: `np.frombuffer` over the request's bytes, no copy. Typed
 contents are converted through the datatype table. Responses are raw when the request
 was raw, as Triton does. Everything here checks only what the request says about itself
-(datatype names, shapes against byte lengths); fitting the model is `server.validation`'s job.
+(datatype names, shapes against byte lengths); fitting the model is the core's job
+(`server.core.validation`). BYTES elements stay bytes.
 """
 
 from __future__ import annotations
 
 import math
 import struct
-from dataclasses import dataclass
+from collections.abc import Mapping
 
 import numpy as np
 
 from inference import grpc_service_pb2 as pb
-from server import datatypes
-from server.datatypes import DataType
-from server.errors import InvalidRequest
+from server.core import datatypes
+from server.core.datatypes import DataType
+from server.core.errors import InvalidRequest
+from server.core.inference import InferenceRequest, InferenceResponse, Parameter, Parameters
+from server.core.tensors import Tensor
 
 _LENGTH = struct.Struct("<I")
 
-
-@dataclass(slots=True)
-class Tensor:
-    name: str
-    datatype: DataType
-    data: np.ndarray
-
-
-@dataclass(slots=True)
-class InferenceRequest:
-    model_name: str
-    model_version: str
-    id: str
-    inputs: list[Tensor]
-    requested_outputs: list[str]  # empty: every output
-    raw: bool  # answer with raw_output_contents
-
-
-@dataclass(slots=True)
-class InferenceResponse:
-    model_name: str
-    model_version: str
-    id: str
-    outputs: list[Tensor]
-    raw: bool
+# The InferTensorContents field of each datatype (PROTOCOL.md); FP16 and BF16 are raw only.
+CONTENTS_FIELD: dict[str, str] = {
+    "BOOL": "bool_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
+}
 
 
 def decode_request(request: pb.ModelInferRequest, max_elements: int) -> InferenceRequest:
@@ -61,36 +54,56 @@ def decode_request(request: pb.ModelInferRequest, max_elements: int) -> Inferenc
         if datatype is None:
             raise InvalidRequest(
                 f"input '{tensor.name}': datatype '{tensor.datatype}' is not one of "
-                f"{datatypes.NAMES}"
+                f"{datatypes.NAMES}",
+                tensor=tensor.name,
             )
         shape = tuple(tensor.shape)
         if any(d < 0 for d in shape):
             raise InvalidRequest(
-                f"input '{tensor.name}': shape {list(shape)} has a negative dimension"
+                f"input '{tensor.name}': shape {list(shape)} has a negative dimension",
+                tensor=tensor.name,
             )
         count = math.prod(shape)
         if count > max_elements:
             raise InvalidRequest(
-                f"input '{tensor.name}': {count} elements exceed the limit of {max_elements}"
+                f"input '{tensor.name}': {count} elements exceed the limit of {max_elements}",
+                tensor=tensor.name,
             )
         if raw_contents:
             if tensor.HasField("contents"):
                 raise InvalidRequest(
                     f"input '{tensor.name}': sets contents although the request uses "
-                    "raw_input_contents; use one or the other"
+                    "raw_input_contents; use one or the other",
+                    tensor=tensor.name,
                 )
             data = _from_raw(tensor.name, datatype, shape, count, raw_contents[index])
         else:
             data = _from_typed(tensor.name, datatype, shape, count, tensor.contents)
         inputs.append(Tensor(tensor.name, datatype, data))
-    return InferenceRequest(
+    decoded = InferenceRequest(
         model_name=request.model_name,
         model_version=request.model_version,
         id=request.id,
         inputs=inputs,
         requested_outputs=[output.name for output in request.outputs],
-        raw=bool(raw_contents),
     )
+    if request.parameters:
+        decoded.parameters = _parameters(request.parameters)
+    if any(output.parameters for output in request.outputs):
+        decoded.output_parameters = {
+            output.name: _parameters(output.parameters) for output in request.outputs
+        }
+    return decoded
+
+
+def _parameters(message: Mapping[str, pb.InferParameter]) -> Parameters:
+    """InferParameter's oneof as plain values; an unset one is left out."""
+    values: dict[str, Parameter] = {}
+    for key, parameter in message.items():
+        choice = parameter.WhichOneof("parameter_choice")
+        if choice is not None:
+            values[key] = getattr(parameter, choice)
+    return values
 
 
 def _from_raw(
@@ -102,74 +115,87 @@ def _from_raw(
     if len(raw) != expected:
         raise InvalidRequest(
             f"input '{name}': raw content has {len(raw)} bytes but shape {list(shape)} of "
-            f"{datatype.name} needs {expected}"
+            f"{datatype.name} needs {expected}",
+            tensor=name,
         )
     return np.frombuffer(raw, dtype=datatype.numpy).reshape(shape)
 
 
 def _bytes_from_raw(name: str, shape: tuple[int, ...], count: int, raw: bytes) -> np.ndarray:
-    """Raw BYTES elements are each a 4-byte little-endian length followed by the bytes."""
+    """Raw BYTES elements are each a 4-byte little-endian length followed by the bytes.
+
+    The loop stops at the element count the shape declares, so a body cannot make it run
+    longer than the request admits to."""
     items: list[bytes] = []
     offset, end = 0, len(raw)
     while offset < end:
+        if len(items) == count:
+            raise InvalidRequest(
+                f"input '{name}': raw content holds more than the {count} BYTES elements "
+                f"that shape {list(shape)} declares",
+                tensor=name,
+            )
         if offset + 4 > end:
-            raise InvalidRequest(f"input '{name}': raw BYTES content ends inside a length prefix")
+            raise InvalidRequest(
+                f"input '{name}': raw BYTES content ends inside a length prefix", tensor=name
+            )
         (length,) = _LENGTH.unpack_from(raw, offset)
         offset += 4
         if offset + length > end:
-            raise InvalidRequest(f"input '{name}': raw BYTES element runs past the content")
+            raise InvalidRequest(
+                f"input '{name}': raw BYTES element runs past the content", tensor=name
+            )
         items.append(raw[offset : offset + length])
         offset += length
     if len(items) != count:
         raise InvalidRequest(
             f"input '{name}': raw content has {len(items)} BYTES elements but shape "
-            f"{list(shape)} needs {count}"
+            f"{list(shape)} needs {count}",
+            tensor=name,
         )
-    return _strings(name, items, shape)
+    return _objects(items, shape)
 
 
 def _from_typed(
     name: str, datatype: DataType, shape: tuple[int, ...], count: int, contents: object
 ) -> np.ndarray:
-    if datatype.contents_field is None:
+    field = CONTENTS_FIELD.get(datatype.name)
+    if field is None:
         raise InvalidRequest(
-            f"input '{name}': {datatype.name} data must be sent in raw_input_contents"
+            f"input '{name}': {datatype.name} data must be sent in raw_input_contents",
+            tensor=name,
         )
-    values = getattr(contents, datatype.contents_field)
+    values = getattr(contents, field)
     if len(values) != count:
         raise InvalidRequest(
-            f"input '{name}': contents.{datatype.contents_field} has {len(values)} elements "
-            f"but shape {list(shape)} needs {count}"
+            f"input '{name}': contents.{field} has {len(values)} elements "
+            f"but shape {list(shape)} needs {count}",
+            tensor=name,
         )
     if datatype.itemsize == 0:
-        return _strings(name, list(values), shape)
+        return _objects(list(values), shape)
     try:
         return np.array(values, dtype=datatype.numpy).reshape(shape)
     except OverflowError as exc:
         raise InvalidRequest(
-            f"input '{name}': a value in contents.{datatype.contents_field} does not fit "
-            f"{datatype.name}"
+            f"input '{name}': a value in contents.{field} does not fit {datatype.name}",
+            tensor=name,
         ) from exc
 
 
-def _strings(name: str, items: list[bytes], shape: tuple[int, ...]) -> np.ndarray:
-    """ONNX string tensors hold UTF-8 text; ONNX Runtime takes Python str objects."""
+def _objects(items: list[bytes], shape: tuple[int, ...]) -> np.ndarray:
     array = np.empty(len(items), dtype=object)
-    try:
-        array[:] = [item.decode("utf-8") for item in items]
-    except UnicodeDecodeError as exc:
-        raise InvalidRequest(
-            f"input '{name}': BYTES elements must be UTF-8 text for an ONNX string tensor"
-        ) from exc
+    array[:] = items
     return array.reshape(shape)
 
 
-def encode_response(response: InferenceResponse) -> pb.ModelInferResponse:
+def encode_response(response: InferenceResponse, raw: bool) -> pb.ModelInferResponse:
+    """`raw`: answer in raw_output_contents (the request was raw)."""
     message = pb.ModelInferResponse(
         model_name=response.model_name, model_version=response.model_version, id=response.id
     )
     # FP16 and BF16 have no typed field, so a response holding one is raw throughout.
-    raw = response.raw or any(t.datatype.contents_field is None for t in response.outputs)
+    raw = raw or any(t.datatype.name not in CONTENTS_FIELD for t in response.outputs)
     for tensor in response.outputs:
         output = message.outputs.add(
             name=tensor.name, datatype=tensor.datatype.name, shape=tensor.data.shape
@@ -181,23 +207,26 @@ def encode_response(response: InferenceResponse) -> pb.ModelInferResponse:
     return message
 
 
+def _element_bytes(item: object) -> bytes:
+    """A BYTES element as bytes: ONNX Runtime hands back text as str."""
+    return item.encode("utf-8") if isinstance(item, str) else bytes(item)  # type: ignore[call-overload]
+
+
 def _to_raw(tensor: Tensor) -> bytes:
     if tensor.datatype.itemsize:
         return tensor.data.tobytes()
     parts = []
     for item in tensor.data.ravel():
-        encoded = item.encode("utf-8") if isinstance(item, str) else bytes(item)
+        encoded = _element_bytes(item)
         parts.append(_LENGTH.pack(len(encoded)))
         parts.append(encoded)
     return b"".join(parts)
 
 
 def _fill_typed(contents: pb.InferTensorContents, tensor: Tensor) -> None:
-    field = tensor.datatype.contents_field
-    assert field is not None, "encode_response answers raw for types without a typed field"
+    values = getattr(contents, CONTENTS_FIELD[tensor.datatype.name])
     flat = tensor.data.ravel()
-    values = getattr(contents, field)
     if tensor.datatype.itemsize:
         values.extend(flat.tolist())
     else:
-        values.extend(i.encode("utf-8") if isinstance(i, str) else bytes(i) for i in flat)
+        values.extend(_element_bytes(item) for item in flat)

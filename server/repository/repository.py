@@ -13,72 +13,47 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from server.batching import Batcher
-from server.config import ModelConfig, load_config
-from server.datatypes import DataType
-from server.errors import (
+from server.core.errors import (
     ForbiddenPath,
     InvalidRequest,
     ModelNotFound,
     ModelUnavailable,
     RepositoryError,
 )
-from server.runtime import OnnxModel, Signature
-from server.stats import ModelStats
-from server.validation import Validator
+from server.core.model_config import ModelConfig
+from server.core.models import LOADING, READY, UNAVAILABLE, UNLOADING, IndexEntry, ServedModel
+from server.repository.config import load_config
 
 log = logging.getLogger(__name__)
 
-READY, UNAVAILABLE, LOADING, UNLOADING = "READY", "UNAVAILABLE", "LOADING", "UNLOADING"
 MODEL_FILE = "model.onnx"
 
-
-@dataclass(eq=False)
-class ModelVersion:
-    """One loaded version: its session, validator, batcher and statistics."""
-
-    name: str
-    version: int
-    config: ModelConfig
-    runtime: OnnxModel
-    validator: Validator
-    batcher: Batcher
-    stats: ModelStats
-    output_types: dict[str, DataType]
-
-    @property
-    def signature(self) -> Signature:
-        return self.runtime.signature
-
-
-@dataclass(frozen=True, slots=True)
-class IndexEntry:
-    name: str
-    version: str
-    state: str
-    reason: str
+VersionFactory = Callable[[str, int, ModelConfig, Path], ServedModel]
+"""Builds one servable version from its config and model file; runs in a worker thread."""
 
 
 @dataclass(slots=True)
 class _Model:
     """What the repository knows about one model name."""
 
-    versions: dict[int, ModelVersion] = field(default_factory=dict)  # ready ones
-    newest: ModelVersion | None = None
+    versions: dict[int, ServedModel] = field(default_factory=dict)  # ready ones
+    newest: ServedModel | None = None
     states: dict[str, tuple[str, str]] = field(default_factory=dict)  # version -> state
     unloaded: bool = False  # explicitly unloaded: not counted against server readiness
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 class Repository:
+    """Implements the data plane's `ModelStore`; versions come from `build`."""
+
     def __init__(
         self,
         root: Path,
-        workers: int = 1,
+        build: VersionFactory,
         on_change: Callable[[str, bool], None] = lambda name, ready: None,
     ) -> None:
         self.root = root.resolve()
-        self._workers = workers
+        self._build_version = build
         self._on_change = on_change
         self._models: dict[str, _Model] = {}
         self._started = False  # load_all has run
@@ -104,30 +79,34 @@ class Repository:
             m.newest is not None or m.unloaded for m in self._models.values()
         )
 
-    def resolve(self, name: str, version: str = "") -> ModelVersion:
+    def resolve(self, name: str, version: str = "") -> ServedModel:
         """The version to serve: the newest ready one when `version` is empty."""
         model = self._models.get(name)
         if model is None or (not model.versions and not model.states):
-            raise ModelNotFound(f"unknown model '{name}'")
+            raise ModelNotFound(f"unknown model '{name}'", model=name)
         if not version:
             if model.newest is None:
-                raise ModelUnavailable(f"model '{name}' has no ready version")
+                raise ModelUnavailable(f"model '{name}' has no ready version", model=name)
             return model.newest
         if not (version.isascii() and version.isdigit()):
-            raise InvalidRequest(f"model_version '{version}' must be an integer or empty")
+            raise InvalidRequest(
+                f"model_version '{version}' must be an integer or empty", model=name
+            )
         number = int(version)
         found = model.versions.get(number)
         if found is None:
             raise ModelNotFound(
-                f"model '{name}' has no ready version {version}; ready: {sorted(model.versions)}"
+                f"model '{name}' has no ready version {version}; ready: {sorted(model.versions)}",
+                model=name,
+                version=version,
             )
         return found
 
-    def versions(self, name: str) -> list[ModelVersion]:
+    def versions(self, name: str) -> list[ServedModel]:
         model = self._models.get(name)
         return [model.versions[v] for v in sorted(model.versions)] if model else []
 
-    def loaded(self) -> list[ModelVersion]:
+    def loaded(self) -> list[ServedModel]:
         return [v for name in sorted(self._models) for v in self.versions(name)]
 
     def index(self, ready_only: bool = False) -> list[IndexEntry]:
@@ -148,7 +127,7 @@ class Repository:
             for version in list(model.states) or [""]:
                 model.states[version] = (LOADING, "")
             try:
-                config, built, failures = await asyncio.get_running_loop().run_in_executor(
+                built, failures = await asyncio.get_running_loop().run_in_executor(
                     None, self._build, name, model_dir
                 )
             except Exception as exc:
@@ -161,10 +140,7 @@ class Repository:
                 self._record_failure(name, model, reason)
                 raise RepositoryError(f"model '{name}' could not be loaded: {reason}")
             old = model.versions
-            model.versions = {
-                number: self._assemble(name, number, config, runtime)
-                for number, runtime in built.items()
-            }
+            model.versions = built
             model.newest = model.versions[max(model.versions)]
             model.unloaded = False
             model.states = {str(n): (READY, "") for n in model.versions}
@@ -205,9 +181,7 @@ class Repository:
             raise ModelNotFound(f"no model '{name}' in the repository")
         return path
 
-    def _build(
-        self, name: str, model_dir: Path
-    ) -> tuple[ModelConfig, dict[int, OnnxModel], dict[int, str]]:
+    def _build(self, name: str, model_dir: Path) -> tuple[dict[int, ServedModel], dict[int, str]]:
         """Runs in a thread: parse the config, then load and warm up each selected version."""
         config = load_config(model_dir)
         available = [
@@ -215,46 +189,20 @@ class Repository:
             for p in model_dir.iterdir()
             if p.is_dir() and p.name.isdigit() and (p / MODEL_FILE).is_file()
         ]
-        built: dict[int, OnnxModel] = {}
+        built: dict[int, ServedModel] = {}
         failures: dict[int, str] = {}
         for number in config.version_policy.select(available):
             try:
-                runtime = OnnxModel(
-                    model_dir / str(number) / MODEL_FILE, config, workers=self._workers
+                built[number] = self._build_version(
+                    name, number, config, model_dir / str(number) / MODEL_FILE
                 )
-                runtime.warm_up(config.warmup)
-                built[number] = runtime
             except Exception as exc:  # a broken version must not stop the others
                 log.warning(
                     "version failed to load",
                     extra={"model": name, "version": number, "reason": str(exc)},
                 )
                 failures[number] = f"version {number}: {exc}"
-        return config, built, failures
-
-    def _assemble(
-        self, name: str, number: int, config: ModelConfig, runtime: OnnxModel
-    ) -> ModelVersion:
-        stats = ModelStats()
-        signature = runtime.signature
-        return ModelVersion(
-            name=name,
-            version=number,
-            config=config,
-            runtime=runtime,
-            validator=Validator(name, signature),
-            batcher=Batcher(
-                name,
-                runtime,
-                config.max_batch_size,
-                config.batching,
-                config.instances,
-                stats,
-                inline=config.execution == "inline",
-            ),
-            stats=stats,
-            output_types={spec.name: spec.datatype for spec in signature.outputs},
-        )
+        return built, failures
 
     def _record_failure(self, name: str, model: _Model, reason: str) -> None:
         log.warning("model failed to load", extra={"model": name, "reason": reason})
@@ -266,5 +214,5 @@ class Repository:
             self._on_change(name, False)
 
 
-async def _drain(versions: Iterable[ModelVersion]) -> None:
-    await asyncio.gather(*(v.batcher.close() for v in versions))
+async def _drain(versions: Iterable[ServedModel]) -> None:
+    await asyncio.gather(*(v.close() for v in versions))

@@ -1,16 +1,16 @@
 """Domain objects -> protobuf replies for the metadata, config, statistics and index RPCs.
 
-Tensor messages live in `server.tensors`; these are the rest.
+Tensor messages live in `server.api.grpc.codec`; these are the rest.
 """
 
 from __future__ import annotations
 
 from inference import grpc_service_pb2 as pb
 from inference import model_config_pb2 as mc
-from server.config import TensorSpec, VersionPolicy
-from server.dataplane import ServerInfo
-from server.repository import IndexEntry, ModelVersion
-from server.stats import Duration
+from server.core.dataplane import ModelMetadata, ServerInfo, TensorMetadata
+from server.core.model_config import VersionPolicy
+from server.core.models import IndexEntry, ServedModel
+from server.core.statistics import Duration
 
 BACKEND = "onnxruntime"
 
@@ -21,24 +21,23 @@ def server_metadata(info: ServerInfo) -> pb.ServerMetadataResponse:
     )
 
 
-def model_metadata(version: ModelVersion, versions: list[ModelVersion]) -> pb.ModelMetadataResponse:
-    signature = version.signature
-
-    def tensor(spec: TensorSpec) -> pb.ModelMetadataResponse.TensorMetadata:
-        return pb.ModelMetadataResponse.TensorMetadata(
-            name=spec.name, datatype=spec.datatype.name, shape=signature.full_shape(spec)
-        )
-
-    return pb.ModelMetadataResponse(
-        name=version.name,
-        versions=[str(v.version) for v in versions],
-        platform=version.config.platform,
-        inputs=[tensor(spec) for spec in signature.inputs],
-        outputs=[tensor(spec) for spec in signature.outputs],
+def _tensor(tensor: TensorMetadata) -> pb.ModelMetadataResponse.TensorMetadata:
+    return pb.ModelMetadataResponse.TensorMetadata(
+        name=tensor.name, datatype=tensor.datatype, shape=tensor.shape
     )
 
 
-def model_config(version: ModelVersion) -> pb.ModelConfigResponse:
+def model_metadata(metadata: ModelMetadata) -> pb.ModelMetadataResponse:
+    return pb.ModelMetadataResponse(
+        name=metadata.name,
+        versions=metadata.versions,
+        platform=metadata.platform,
+        inputs=[_tensor(t) for t in metadata.inputs],
+        outputs=[_tensor(t) for t in metadata.outputs],
+    )
+
+
+def model_config(version: ServedModel) -> pb.ModelConfigResponse:
     config = version.config
     signature = version.signature
     message = mc.ModelConfig(
@@ -98,7 +97,7 @@ def _duration(d: Duration) -> pb.StatisticDuration:
     return pb.StatisticDuration(count=d.count, ns=d.ns)
 
 
-def model_statistics(versions: list[ModelVersion]) -> pb.ModelStatisticsResponse:
+def model_statistics(versions: list[ServedModel]) -> pb.ModelStatisticsResponse:
     stats = []
     for version in versions:
         s = version.stats

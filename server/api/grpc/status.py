@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from server import errors
+from server.core import errors
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,168 @@
+"""The domain operations behind every RPC, independent of the transport.
+
+A face decodes its message, calls one method here, and encodes what comes back. Every
+request's outcome is recorded here, once: success, failure, or cancellation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+from server.core.errors import InferenceError
+from server.core.inference import InferenceRequest, InferenceResponse, Plan
+from server.core.models import IndexEntry, ModelStore, Outputs, ServedModel
+from server.core.tensors import Tensor, TensorSpec
+
+EXTENSIONS = (
+    "model_configuration",
+    "model_repository",
+    "statistics",
+    "binary_tensor_data",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerInfo:
+    name: str
+    version: str
+    extensions: tuple[str, ...] = EXTENSIONS
+
+
+@dataclass(frozen=True, slots=True)
+class TensorMetadata:
+    name: str
+    datatype: str
+    shape: tuple[int, ...]  # -1 for dynamic dimensions, the batch dimension included
+
+
+@dataclass(frozen=True, slots=True)
+class ModelMetadata:
+    name: str
+    versions: tuple[str, ...]  # every ready version
+    platform: str
+    inputs: tuple[TensorMetadata, ...]
+    outputs: tuple[TensorMetadata, ...]
+
+
+class DataPlane:
+    def __init__(self, models: ModelStore, info: ServerInfo) -> None:
+        self._models = models
+        self.info = info
+        self.live = True
+
+    def ready(self) -> bool:
+        return self.live and self._models.is_ready()
+
+    def model_ready(self, name: str, version: str = "") -> bool:
+        try:
+            self._models.resolve(name, version)
+        except InferenceError:
+            return False
+        return True
+
+    def model(self, name: str, version: str = "") -> ServedModel:
+        return self._models.resolve(name, version)
+
+    def metadata(self, name: str, version: str = "") -> ModelMetadata:
+        served = self._models.resolve(name, version)
+        signature = served.signature
+
+        def tensor(spec: TensorSpec) -> TensorMetadata:
+            return TensorMetadata(spec.name, spec.datatype.name, signature.full_shape(spec))
+
+        return ModelMetadata(
+            name=served.name,
+            versions=tuple(str(v.version) for v in self._models.versions(name)),
+            platform=served.config.platform,
+            inputs=tuple(tensor(spec) for spec in signature.inputs),
+            outputs=tuple(tensor(spec) for spec in signature.outputs),
+        )
+
+    def statistics(self, name: str = "", version: str = "") -> list[ServedModel]:
+        """Every loaded version; one model's versions; or one version."""
+        if not name:
+            return self._models.loaded()
+        if version:
+            return [self._models.resolve(name, version)]
+        self._models.resolve(name)  # NOT_FOUND or UNAVAILABLE for unknown names
+        return self._models.versions(name)
+
+    def index(self, ready_only: bool) -> list[IndexEntry]:
+        return self._models.index(ready_only)
+
+    async def load(self, name: str) -> None:
+        await self._models.load(name)
+
+    async def unload(self, name: str) -> None:
+        await self._models.unload(name)
+
+    async def infer(
+        self, request: InferenceRequest, timeout: float | None = None
+    ) -> InferenceResponse:
+        """Validate, queue, and answer one request; `timeout` is the seconds it has left."""
+        running = self.begin(request, timeout, eager=True)
+        try:
+            await running.future
+        except asyncio.CancelledError:  # the client went away
+            running.abandon()
+            raise
+        except Exception:
+            pass  # response() raises it and records it
+        return running.response()
+
+    def begin(
+        self, request: InferenceRequest, timeout: float | None = None, eager: bool = False
+    ) -> Running:
+        """Validate and queue a request. Once its future is done, call `response()`; if
+        the caller gives up on it first, `abandon()`."""
+        start = time.perf_counter_ns()
+        served = self._models.resolve(request.model_name, request.model_version)
+        try:
+            plan = served.validate(request)
+            deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+            future = served.submit(plan, deadline, eager)
+        except Exception:
+            served.stats.record_request(False, time.perf_counter_ns() - start, 0)
+            raise
+        return Running(request.id, served, plan, future, start)
+
+
+@dataclass(slots=True)
+class Running:
+    """A request queued for its model version."""
+
+    id: str
+    served: ServedModel
+    plan: Plan
+    future: asyncio.Future[Outputs]
+    start: int  # perf_counter_ns when it arrived
+
+    def response(self) -> InferenceResponse:
+        """The reply once the future is done; raises the request's error, if any."""
+        try:
+            results = self.future.result()
+        except BaseException:
+            self.served.stats.record_request(False, time.perf_counter_ns() - self.start, 0)
+            raise
+        self.served.stats.record_request(
+            True, time.perf_counter_ns() - self.start, time.time_ns() // 1_000_000
+        )
+        plan = self.plan
+        return InferenceResponse(
+            model_name=self.served.name,
+            model_version=str(self.served.version),
+            id=self.id,
+            outputs=[
+                Tensor(name, datatype, data)
+                for name, datatype, data in zip(
+                    plan.outputs, plan.output_types, results, strict=True
+                )
+            ],
+        )
+
+    def abandon(self) -> None:
+        """The caller went away before the answer: cancel it and count it as failed."""
+        self.future.cancel()
+        self.served.stats.record_request(False, time.perf_counter_ns() - self.start, 0)

@@ -1,0 +1,63 @@
+"""A model's configuration as the domain sees it: frozen dataclasses, parsed elsewhere.
+
+`server.repository.config` builds these from `config.yaml`; execution reads its settings
+from them, and the faces report them (ModelConfig).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from server.core.tensors import TensorSpec
+
+PLATFORM = "onnxruntime_onnx"
+EXECUTION_MODES = ("thread", "inline")
+
+
+@dataclass(frozen=True, slots=True)
+class VersionPolicy:
+    """Which versions to load: the newest `latest`, every one, or `specific` ones."""
+
+    latest: int | None = 1
+    all: bool = False
+    specific: tuple[int, ...] = ()
+
+    def select(self, available: list[int]) -> list[int]:
+        ordered = sorted(available)
+        if self.all:
+            return ordered
+        if self.specific:
+            return [v for v in ordered if v in self.specific]
+        return ordered[-(self.latest or 1) :]
+
+
+@dataclass(frozen=True, slots=True)
+class WarmupInput:
+    """The tensor fed to one input at load time: `shape` (with the batch dimension) of `value`."""
+
+    name: str
+    shape: tuple[int, ...] | None = None
+    value: float = 0
+
+
+@dataclass(frozen=True, slots=True)
+class BatchingConfig:
+    max_queue_delay_us: int = 0
+    preferred_batch_sizes: tuple[int, ...] = ()
+    max_queue_size: int = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    name: str
+    platform: str = PLATFORM
+    max_batch_size: int = 0
+    inputs: tuple[TensorSpec, ...] | None = None
+    outputs: tuple[TensorSpec, ...] | None = None
+    version_policy: VersionPolicy = field(default_factory=VersionPolicy)
+    instances: int = 1
+    intra_op_threads: int = 0
+    inter_op_threads: int = 1
+    batching: BatchingConfig = field(default_factory=BatchingConfig)
+    warmup: tuple[WarmupInput, ...] = ()
+    execution: str = "thread"

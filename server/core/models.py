@@ -1,0 +1,94 @@
+"""The seams between the data plane and what serves models.
+
+`ServedModel` is one servable version: the data plane validates a request against it and
+submits the plan, getting a future back. A batched ONNX version implements it today; a
+pipeline or a cached model can stand behind the same two methods. `ModelStore` is what
+the data plane needs from the repository, which implements it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from server.core.inference import InferenceRequest, Plan
+from server.core.model_config import ModelConfig
+from server.core.statistics import BatcherStatistics, ModelStats
+from server.core.tensors import Signature
+
+Outputs = list[np.ndarray]
+
+# RepositoryIndex states, as Triton spells them.
+READY, UNAVAILABLE, LOADING, UNLOADING = "READY", "UNAVAILABLE", "LOADING", "UNLOADING"
+
+
+class ServedModel(Protocol):
+    """One loaded model version."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def version(self) -> int: ...
+
+    @property
+    def config(self) -> ModelConfig: ...
+
+    @property
+    def signature(self) -> Signature: ...
+
+    @property
+    def stats(self) -> ModelStats: ...
+
+    def validate(self, request: InferenceRequest) -> Plan:
+        """The request checked against this version; raises InvalidRequest."""
+        ...
+
+    def submit(self, plan: Plan, deadline: float | None, eager: bool) -> asyncio.Future[Outputs]:
+        """Queue a plan; the future resolves to its outputs in `plan.outputs` order.
+
+        `deadline` is on the event loop's clock. `eager` allows an idle version to run the
+        plan before returning (a lone unary call then never suspends)."""
+        ...
+
+    def statistics(self) -> BatcherStatistics: ...
+
+    async def close(self) -> None:
+        """Refuse new plans, finish the queued and running ones, release resources."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class IndexEntry:
+    name: str
+    version: str
+    state: str
+    reason: str
+
+
+class ModelStore(Protocol):
+    """The models the data plane serves: the repository."""
+
+    def resolve(self, name: str, version: str = "") -> ServedModel:
+        """The version to serve (the newest ready one for ""); ModelNotFound or
+        ModelUnavailable otherwise."""
+        ...
+
+    def versions(self, name: str) -> list[ServedModel]:
+        """The ready versions of one model, oldest first."""
+        ...
+
+    def loaded(self) -> list[ServedModel]:
+        """Every ready version of every model."""
+        ...
+
+    def index(self, ready_only: bool = False) -> list[IndexEntry]: ...
+
+    def is_ready(self) -> bool: ...
+
+    async def load(self, name: str) -> None: ...
+
+    async def unload(self, name: str) -> None: ...

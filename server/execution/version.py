@@ -1,0 +1,76 @@
+"""A loaded ONNX model version behind the data plane's `ServedModel` seam, and the factory
+the repository builds versions with.
+
+The version composes its parts: the core `Validator` for its signature, the ONNX Runtime
+session, and the `Batcher` that runs the session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from server.core.inference import InferenceRequest, Plan
+from server.core.model_config import ModelConfig
+from server.core.models import Outputs
+from server.core.statistics import BatcherStatistics, ModelStats
+from server.core.tensors import Signature
+from server.core.validation import Validator
+from server.execution.batcher import Batcher
+from server.execution.onnx import OnnxModel
+
+
+@dataclass(eq=False)
+class BatchedVersion:
+    """One ONNX model version: validated, batched, run on ONNX Runtime."""
+
+    name: str
+    version: int
+    config: ModelConfig
+    runtime: OnnxModel
+    stats: ModelStats = field(default_factory=ModelStats)
+    _validator: Validator = field(init=False)
+    _batcher: Batcher = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._validator = Validator(self.name, self.runtime.signature)
+        self._batcher = Batcher(
+            self.name,
+            self.runtime,
+            self.config.max_batch_size,
+            self.config.batching,
+            self.config.instances,
+            self.stats,
+            inline=self.config.execution == "inline",
+        )
+
+    @property
+    def signature(self) -> Signature:
+        return self.runtime.signature
+
+    def validate(self, request: InferenceRequest) -> Plan:
+        return self._validator.check(request)
+
+    def submit(self, plan: Plan, deadline: float | None, eager: bool) -> asyncio.Future[Outputs]:
+        return self._batcher.enqueue(plan, deadline, eager)
+
+    def statistics(self) -> BatcherStatistics:
+        return self._batcher.statistics()
+
+    async def close(self) -> None:
+        await self._batcher.close()
+
+
+class OnnxVersions:
+    """Builds versions for the repository: load the session, warm it up, wire the batcher.
+
+    Called from a worker thread, since loading and warming up take a while."""
+
+    def __init__(self, workers: int = 1) -> None:
+        self._workers = workers
+
+    def __call__(self, name: str, number: int, config: ModelConfig, path: Path) -> BatchedVersion:
+        runtime = OnnxModel(path, config, workers=self._workers)
+        runtime.warm_up(config.warmup)
+        return BatchedVersion(name, number, config, runtime)

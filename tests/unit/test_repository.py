@@ -1,0 +1,235 @@
+"""The repository through its injected version factory: fakes stand in for ONNX Runtime.
+
+Model files only need to exist; the fake factory builds a version from the config and the
+path, and fails where a test tells it to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from server.core import datatypes
+from server.core.errors import (
+    ForbiddenPath,
+    InvalidRequest,
+    ModelNotFound,
+    ModelUnavailable,
+    RepositoryError,
+)
+from server.core.inference import InferenceRequest, Plan
+from server.core.model_config import ModelConfig
+from server.core.models import IndexEntry, Outputs
+from server.core.statistics import BatcherStatistics, ModelStats
+from server.core.tensors import Signature, TensorSpec
+from server.repository.repository import Repository
+
+FP32 = datatypes.BY_NAME["FP32"]
+SIGNATURE = Signature(0, (TensorSpec("x", FP32, (1,)),), (TensorSpec("y", FP32, (1,)),))
+
+
+class FakeVersion:
+    """A served version that answers nothing; it only remembers whether it was closed."""
+
+    def __init__(self, name: str, version: int, config: ModelConfig, path: Path) -> None:
+        self.name, self.version, self.config, self.path = name, version, config, path
+        self.signature = SIGNATURE
+        self.stats = ModelStats()
+        self.closed = False
+
+    def validate(self, request: InferenceRequest) -> Plan:
+        raise NotImplementedError
+
+    def submit(self, plan: Plan, deadline: float | None, eager: bool) -> asyncio.Future[Outputs]:
+        raise NotImplementedError
+
+    def statistics(self) -> BatcherStatistics:
+        return BatcherStatistics(0, 0, 1)
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+class FakeFactory:
+    """Builds FakeVersions; `failing` holds (model, version) pairs that raise instead."""
+
+    def __init__(self) -> None:
+        self.built: list[FakeVersion] = []
+        self.failing: set[tuple[str, int]] = set()
+
+    def __call__(self, name: str, number: int, config: ModelConfig, path: Path) -> FakeVersion:
+        if (name, number) in self.failing:
+            raise RepositoryError(f"cannot load {name}/{number}")
+        version = FakeVersion(name, number, config, path)
+        self.built.append(version)
+        return version
+
+
+def add_version(root: Path, name: str, version: int, config: str = "") -> None:
+    (root / name / str(version)).mkdir(parents=True, exist_ok=True)
+    (root / name / str(version) / "model.onnx").write_bytes(b"not read by the fake")
+    if config or not (root / name / "config.yaml").exists():
+        (root / name / "config.yaml").write_text(config)
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    root = tmp_path / "models"
+    add_version(root, "a", 1)
+    add_version(root, "a", 2)
+    add_version(root, "b", 1, "version_policy: {all: true}\n")
+    add_version(root, "b", 3)
+    return root
+
+
+@pytest.fixture
+def factory() -> FakeFactory:
+    return FakeFactory()
+
+
+@pytest.fixture
+def changes() -> list[tuple[str, bool]]:
+    return []
+
+
+@pytest.fixture
+def repository(root: Path, factory: FakeFactory, changes: list[tuple[str, bool]]) -> Repository:
+    return Repository(root, factory, on_change=lambda name, ready: changes.append((name, ready)))
+
+
+def served(repository: Repository, name: str) -> list[int]:
+    return [v.version for v in repository.versions(name)]
+
+
+async def test_load_all_builds_the_versions_each_policy_selects(
+    repository: Repository, factory: FakeFactory, root: Path, changes: list[tuple[str, bool]]
+) -> None:
+    await repository.load_all()
+    assert served(repository, "a") == [2]  # latest 1 by default
+    assert served(repository, "b") == [1, 3]
+    assert repository.resolve("b").version == 3
+    assert repository.resolve("b", "1").version == 1
+    assert {(v.name, v.version, v.path) for v in factory.built} == {
+        ("a", 2, root / "a" / "2" / "model.onnx"),
+        ("b", 1, root / "b" / "1" / "model.onnx"),
+        ("b", 3, root / "b" / "3" / "model.onnx"),
+    }
+    assert sorted(changes) == [("a", True), ("b", True)]
+    assert repository.is_ready()
+    assert repository.index() == [
+        IndexEntry("a", "2", "READY", ""),
+        IndexEntry("b", "1", "READY", ""),
+        IndexEntry("b", "3", "READY", ""),
+    ]
+
+
+async def test_resolve_refuses_unknown_models_versions_and_malformed_versions(
+    repository: Repository,
+) -> None:
+    await repository.load_all()
+    with pytest.raises(ModelNotFound, match="unknown model 'zzz'"):
+        repository.resolve("zzz")
+    with pytest.raises(ModelNotFound, match=r"model 'a' has no ready version 1; ready: \[2\]"):
+        repository.resolve("a", "1")
+    with pytest.raises(InvalidRequest, match="model_version 'v2' must be an integer or empty"):
+        repository.resolve("a", "v2")
+
+
+async def test_a_reload_serves_new_versions_and_drains_the_old_ones(
+    repository: Repository, factory: FakeFactory, root: Path
+) -> None:
+    await repository.load_all()
+    old = repository.resolve("a")
+    add_version(root, "a", 5)
+    await repository.load("a")
+    assert served(repository, "a") == [5]
+    assert old.closed  # type: ignore[attr-defined]
+    assert repository.index()[0] == IndexEntry("a", "5", "READY", "")
+
+
+async def test_a_failed_reload_keeps_the_old_versions_serving(
+    repository: Repository, factory: FakeFactory, root: Path
+) -> None:
+    await repository.load_all()
+    old = repository.resolve("a")
+    add_version(root, "a", 7)
+    factory.failing.add(("a", 7))
+    with pytest.raises(RepositoryError, match="cannot load a/7"):
+        await repository.load("a")
+    assert repository.resolve("a") is old
+    assert not old.closed  # type: ignore[attr-defined]
+    entries = [e for e in repository.index() if e.name == "a"]
+    assert entries[0] == IndexEntry(
+        "a", "", "UNAVAILABLE", "reload failed, previous versions serve: version 7: cannot load a/7"
+    )
+    assert entries[1] == IndexEntry("a", "2", "READY", "")
+
+
+async def test_one_broken_version_does_not_stop_the_others(
+    repository: Repository, factory: FakeFactory
+) -> None:
+    factory.failing.add(("b", 1))
+    await repository.load_all()
+    assert served(repository, "b") == [3]
+    assert [e for e in repository.index() if e.name == "b"] == [
+        IndexEntry("b", "1", "UNAVAILABLE", "version 1: cannot load b/1"),
+        IndexEntry("b", "3", "READY", ""),
+    ]
+
+
+async def test_a_model_that_cannot_load_is_unavailable_and_the_server_not_ready(
+    repository: Repository, factory: FakeFactory, changes: list[tuple[str, bool]]
+) -> None:
+    factory.failing.add(("a", 2))
+    await repository.load_all()
+    with pytest.raises(ModelUnavailable, match="model 'a' has no ready version"):
+        repository.resolve("a")
+    assert ("a", False) in changes
+    assert not repository.is_ready()
+
+
+async def test_a_bad_config_is_reported_in_the_index(repository: Repository, root: Path) -> None:
+    (root / "a" / "config.yaml").write_text("max_batch_size: '3'\n")
+    await repository.load_all()
+    (entry,) = [e for e in repository.index() if e.name == "a"]
+    assert entry.state == "UNAVAILABLE"
+    assert "max_batch_size must be an integer, got '3'" in entry.reason
+
+
+async def test_unload_drains_the_versions_and_leaves_the_server_ready(
+    repository: Repository, changes: list[tuple[str, bool]]
+) -> None:
+    await repository.load_all()
+    versions = repository.versions("b")
+    await repository.unload("b")
+    assert all(v.closed for v in versions)  # type: ignore[attr-defined]
+    with pytest.raises(ModelUnavailable):
+        repository.resolve("b")
+    assert changes[-1] == ("b", False)
+    assert [e for e in repository.index() if e.name == "b"] == [
+        IndexEntry("b", "1", "UNAVAILABLE", "unloaded"),
+        IndexEntry("b", "3", "UNAVAILABLE", "unloaded"),
+    ]
+    assert repository.is_ready()  # an explicit unload removes the expectation
+    await repository.load("b")
+    assert served(repository, "b") == [1, 3]
+
+
+async def test_model_names_must_stay_inside_the_repository(repository: Repository) -> None:
+    for name in ("../a", "a/1", "", ".."):
+        with pytest.raises(ForbiddenPath):
+            await repository.load(name)
+    with pytest.raises(ModelNotFound, match="no model 'nope' in the repository"):
+        await repository.load("nope")
+
+
+async def test_close_drains_every_version(repository: Repository) -> None:
+    await repository.load_all()
+    versions = repository.loaded()
+    await repository.close()
+    assert len(versions) == 3
+    assert all(v.closed for v in versions)  # type: ignore[attr-defined]
+    assert repository.loaded() == []
+
