@@ -28,7 +28,8 @@ CODES: dict[type[BaseException], grpc.StatusCode] = {
     errors.QueueFull: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.RequestExpired: grpc.StatusCode.DEADLINE_EXCEEDED,
     errors.RepositoryError: grpc.StatusCode.INTERNAL,
-    errors.ForbiddenPath: grpc.StatusCode.PERMISSION_DENIED,
+    # Not PERMISSION_DENIED: that one means the caller's credentials do not allow it.
+    errors.ForbiddenPath: grpc.StatusCode.INVALID_ARGUMENT,
     errors.RuntimeFailure: grpc.StatusCode.INTERNAL,
 }
 
