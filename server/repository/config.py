@@ -256,11 +256,14 @@ def _deprecated(name: str, raw: Any, labels: dict[str, int]) -> dict[int, Deprec
     if not isinstance(raw, list):
         raise TypeError("deprecated must be a list")
     deprecated = {}
-    for item in raw:
-        _check_keys("deprecated", item, {"version", "sunset", "replacement", "link"})
+    for index, item in enumerate(raw):
+        where = f"deprecated[{index}]"
+        _check_keys(where, item, {"version", "sunset", "replacement", "link"})
         for key in ("version", "sunset", "replacement"):
-            _require("deprecated", item, key)
-        version = _non_negative("deprecated[].version", item["version"])
+            _require(where, item, key)
+        version = _non_negative(f"{where}.version", item["version"])
+        if version in deprecated:
+            raise ValueError(f"{where}: version {version} is listed more than once")
         replacement = str(item["replacement"])
         if not (replacement.isdigit() or replacement in labels):
             raise ValueError(
