@@ -98,3 +98,37 @@ bench: protos models gateway perf-analyzer /usr/bin/h2load
 
 clean:
 	rm -rf inference models/.stamp models/*/[0-9]*/ build
+
+# --- load tests with locust (docs/loadtesting.md) -------------------------------------------
+# `make loadtest`: headless, against a server and gateway it starts on free loopback ports,
+# or against a deployment: LOADTEST_HOST=http://gateway:8000 LOADTEST_GRPC=server:8001.
+# Reports land in loadtests/results/<timestamp>/. `make loadtest-ui`: locust's web UI on
+# http://127.0.0.1:8089 (LOADTEST_WEB_PORT), same targets, Ctrl-C stops everything.
+LOADTEST_USERS ?= 16
+LOADTEST_SPAWN_RATE ?= 8
+LOADTEST_DURATION ?= 30s
+LOADTEST_PROCESSES ?= 0
+LOADTEST_WORKERS ?= 1
+LOADTEST_HOST ?=
+LOADTEST_GRPC ?=
+LOADTEST_CLASSES ?=
+LOADTEST_ARGS ?=
+LOADTEST_WEB_PORT ?= 8089
+LOADTEST_RUN = $(PY) -m loadtests.locust.run --users $(LOADTEST_USERS) \
+	--spawn-rate $(LOADTEST_SPAWN_RATE) --duration $(LOADTEST_DURATION) \
+	--processes $(LOADTEST_PROCESSES) --workers $(LOADTEST_WORKERS) \
+	--host '$(LOADTEST_HOST)' --grpc-target '$(LOADTEST_GRPC)' --classes '$(LOADTEST_CLASSES)'
+
+.PHONY: install-loadtest loadtest loadtest-ui
+
+$(VENV)/.installed-loadtest: $(VENV)/.installed-run
+	$(PIP) install -q -e '.[loadtest]'
+	touch $@
+
+install-loadtest: $(VENV)/.installed-loadtest
+
+loadtest: install-loadtest protos models gateway
+	$(LOADTEST_RUN) -- $(LOADTEST_ARGS)
+
+loadtest-ui: install-loadtest protos models gateway
+	$(LOADTEST_RUN) --ui --web-port $(LOADTEST_WEB_PORT) -- $(LOADTEST_ARGS)
