@@ -44,7 +44,7 @@ models: models/.stamp
 
 # Triton's perf_analyzer (C++), from the tritonclient 2.41.0 wheel: see docs/perf_analyzer.md.
 perf-analyzer: $(VENV)/.installed-run
-	$(PY) loadtests/perf_analyzer.py install --venv $(VENV)
+	$(PY) -m loadtests.perf_analyzer install --venv $(VENV)
 
 # The gateway's descriptor set and OpenAPI document, built from protos/ (docs/gateway.md).
 build/gateway/.stamp: $(VENV)/.installed-run $(wildcard protos/inference/*.proto) $(wildcard gateway/*.py)
