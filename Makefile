@@ -132,3 +132,16 @@ loadtest: install-loadtest protos models gateway
 
 loadtest-ui: install-loadtest protos models gateway
 	$(LOADTEST_RUN) --ui --web-port $(LOADTEST_WEB_PORT) -- $(LOADTEST_ARGS)
+
+# perf_analyzer scenarios per model (loadtests/perf_analyzer/scenarios.py): CSVs and notes
+# under loadtests/results/<timestamp>-perf/. PERF_SCENARIOS: names (default all, see
+# `.venv/bin/python -m loadtests.perf_analyzer.scenarios --list`); PERF_GRPC / PERF_HTTP:
+# a deployment's gRPC and gateway host:port (default: start both here).
+PERF_SCENARIOS ?=
+PERF_GRPC ?=
+PERF_HTTP ?=
+
+.PHONY: perf-scenarios
+
+perf-scenarios: install-loadtest protos models gateway perf-analyzer
+	$(PY) -m loadtests.perf_analyzer.scenarios --grpc '$(PERF_GRPC)' --http '$(PERF_HTTP)' $(PERF_SCENARIOS)
