@@ -145,3 +145,12 @@ PERF_HTTP ?=
 
 perf-scenarios: install-loadtest protos models gateway perf-analyzer
 	$(PY) -m loadtests.perf_analyzer.scenarios --grpc '$(PERF_GRPC)' --http '$(PERF_HTTP)' $(PERF_SCENARIOS)
+
+# Locust next to perf_analyzer on digits, direct and through the gateway, in one run: the
+# figures in docs/loadtesting.md (COMPARE_ARGS: --concurrency 16 --seconds 20).
+COMPARE_ARGS ?=
+
+.PHONY: loadtest-compare
+
+loadtest-compare: install-loadtest protos models gateway perf-analyzer
+	$(PY) -m loadtests.locust.compare $(COMPARE_ARGS)

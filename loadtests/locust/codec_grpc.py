@@ -9,6 +9,8 @@ either way: raw outputs when the server sent `raw_output_contents`, typed ones o
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from tritonclient.grpc import service_pb2 as pb
 
@@ -61,7 +63,7 @@ def outputs(response: pb.ModelInferResponse) -> dict[str, Tensor]:
             array = np.frombuffer(raw[index], dtype)
         else:
             array = np.array(getattr(output.contents, field), dtype)
-        if array.size != int(np.prod(shape)):
+        if array.size != math.prod(shape):
             raise WrongAnswer(
                 f"{response.model_name}: output '{output.name}' has {array.size} elements "
                 f"for shape {list(shape)}"

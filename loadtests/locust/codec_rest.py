@@ -17,6 +17,7 @@ binary tensor data extension), not from our gateway:
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -100,7 +101,7 @@ def outputs(model: str, body: bytes, headers: Mapping[str, str]) -> dict[str, Te
             array = np.array(output["data"], DTYPES[datatype]).ravel()
         else:
             raise WrongAnswer(f"{model}: output '{name}' has neither data nor binary_data_size")
-        if array.size != int(np.prod(shape)):
+        if array.size != math.prod(shape):
             raise WrongAnswer(
                 f"{model}: output '{name}' has {array.size} elements for shape {list(shape)}"
             )

@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 import functools
 import math
+import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, distribution
@@ -116,12 +117,12 @@ def digits_images() -> tuple[np.ndarray, np.ndarray]:
 class Digits(Workload):
     name = "digits"
 
-    def __init__(self, rng: np.random.Generator) -> None:
+    def __init__(self, rng: random.Random) -> None:
         self._rng = rng
         self._images, self._labels = digits_images()
 
     def sample(self, batch: int) -> Sample:
-        rows = self._rng.integers(0, len(self._labels), batch)
+        rows = [self._rng.randrange(len(self._labels)) for _ in range(batch)]
         return Sample(
             self.name,
             (Tensor("input", "FP32", self._images[rows]),),
@@ -201,12 +202,12 @@ class MiniLM(Workload):
     name = "minilm"
     HIDDEN = 384
 
-    def __init__(self, rng: np.random.Generator, tokenizer: str = "") -> None:
+    def __init__(self, rng: random.Random, tokenizer: str = "") -> None:
         self._rng = rng
         self._tokens = minilm_tokens(tokenizer_path(tokenizer))
 
     def sample(self, batch: int) -> Sample:
-        rows = self._rng.integers(0, len(SENTENCES), batch)
+        rows = [self._rng.randrange(len(SENTENCES)) for _ in range(batch)]
         inputs = tuple(Tensor(name, "INT64", array[rows]) for name, array in self._tokens.items())
         return Sample(self.name, inputs, ("last_hidden_state",), expected=rows)
 
@@ -277,12 +278,12 @@ def text_lines() -> tuple[np.ndarray, np.ndarray]:
 class TextDirection(Workload):
     name = "text_direction"
 
-    def __init__(self, rng: np.random.Generator) -> None:
+    def __init__(self, rng: random.Random) -> None:
         self._rng = rng
         self._lines, self._directions = text_lines()
 
     def sample(self, batch: int) -> Sample:
-        rows = self._rng.integers(0, len(self._directions), batch)
+        rows = [self._rng.randrange(len(self._directions)) for _ in range(batch)]
         return Sample(
             self.name,
             (Tensor("x", "FP32", self._lines[rows]),),
@@ -349,7 +350,7 @@ class SileroVad(Workload):
 
     name = "silero_vad"
 
-    def __init__(self, rng: np.random.Generator) -> None:
+    def __init__(self, rng: random.Random) -> None:
         self._rng = rng
         self._streams: list[_Stream] = []
         self._state = np.zeros((STATE_SHAPE[0], 0, STATE_SHAPE[1]), np.float32)
@@ -357,8 +358,8 @@ class SileroVad(Workload):
     def _resize(self, batch: int) -> None:
         clips = audio_clips()
         while len(self._streams) < batch:
-            clip = clips[int(self._rng.integers(len(clips)))]
-            position = int(self._rng.integers(0, (len(clip) - CHUNK) // CHUNK)) * CHUNK
+            clip = self._rng.choice(clips)
+            position = self._rng.randrange((len(clip) - CHUNK) // CHUNK) * CHUNK
             self._streams.append(_Stream(clip, position))
         del self._streams[batch:]
         self._state = np.zeros((STATE_SHAPE[0], batch, STATE_SHAPE[1]), np.float32)
@@ -396,7 +397,7 @@ class SileroVad(Workload):
         self._state = state.array.copy()
 
 
-WORKLOADS: dict[str, Callable[[np.random.Generator, str], Workload]] = {
+WORKLOADS: dict[str, Callable[[random.Random, str], Workload]] = {
     "digits": lambda rng, tokenizer: Digits(rng),
     "minilm": MiniLM,
     "text_direction": lambda rng, tokenizer: TextDirection(rng),
@@ -404,6 +405,6 @@ WORKLOADS: dict[str, Callable[[np.random.Generator, str], Workload]] = {
 }
 
 
-def workload(name: str, rng: np.random.Generator, tokenizer: str = "") -> Workload:
+def workload(name: str, rng: random.Random, tokenizer: str = "") -> Workload:
     """A fresh workload for `name`; `tokenizer` is minilm's tokenizer.json ("" : shipped)."""
     return WORKLOADS[name](rng, tokenizer)

@@ -17,6 +17,7 @@ that is not OK, or an answer that fails its model's check (samples.py).
 from __future__ import annotations
 
 import itertools
+import random
 import time
 from collections.abc import Callable
 from typing import Any
@@ -25,7 +26,6 @@ import gevent
 import gevent.queue
 import grpc
 import grpc.experimental.gevent
-import numpy as np
 from google.protobuf.message import DecodeError
 from locust import FastHttpUser, User, constant_throughput, events, task
 from tritonclient.grpc import service_pb2 as pb
@@ -63,16 +63,16 @@ class Models:
     """One user's workloads, and which to use next (weighted by --models)."""
 
     def __init__(self, options: LoadOptions) -> None:
-        rng = np.random.default_rng()
-        self._rng = rng
-        self._workloads = [workload(name, rng, options.tokenizer) for name, _ in options.models]
-        weights = np.array([weight for _, weight in options.models], float)
-        self._p = weights / weights.sum()
+        self._rng = random.Random()
+        self._workloads = [
+            workload(name, self._rng, options.tokenizer) for name, _ in options.models
+        ]
+        self._weights = [weight for _, weight in options.models]
 
     def pick(self) -> Workload:
         if len(self._workloads) == 1:
             return self._workloads[0]
-        return self._workloads[int(self._rng.choice(len(self._workloads), p=self._p))]
+        return self._rng.choices(self._workloads, self._weights)[0]
 
 
 def _wait_time(user: Any) -> float:
