@@ -19,6 +19,7 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -31,6 +32,7 @@ from loadtests import launch
 LOCUSTFILE = launch.ROOT / "loadtests" / "locust" / "locustfile.py"
 RESULTS = launch.ROOT / "loadtests" / "results"
 TICKS = os.sysconf("SC_CLK_TCK")
+STOP_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,11 +126,18 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
         command = locust_command(args, found, results, extra)
         print(" ".join(command), flush=True)
         before = {role: tree_cpu_seconds(pid) for role, pid in found.pids.items()}
-        process = subprocess.Popen(command, cwd=launch.ROOT)
+        # Its own session: Ctrl-C reaches this process only, which hands locust one SIGINT
+        # (locust then stops its users and writes its reports) before stopping the servers.
+        process = subprocess.Popen(command, cwd=launch.ROOT, start_new_session=True)
         try:
             code = process.wait()
-        except KeyboardInterrupt:  # locust got the same SIGINT; let it write its reports
-            code = process.wait()
+        except KeyboardInterrupt:
+            process.send_signal(signal.SIGINT)
+            try:
+                code = process.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                code = process.wait()
         # Idle before and after the test, so their CPU over the whole run is the test's.
         cpu = {role: tree_cpu_seconds(pid) - before[role] for role, pid in found.pids.items()}
     if results is None:
@@ -151,9 +160,17 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
     return code
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args, extra = parse(argv)
     os.chdir(launch.ROOT)
+    # SIGTERM and SIGINT (Ctrl-C) both stop locust, then the server and gateway, even when
+    # started where SIGINT is ignored (a background job of a non-interactive shell).
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     return run(args, extra)
 
 
