@@ -178,6 +178,25 @@ def test_reports_exist_and_parse(smoke: LocustRun) -> None:
     assert Path(f"{smoke.prefix}_summary.txt").read_text().startswith("user class")
 
 
+@pytest.mark.parametrize("user_class", ["GrpcUser", "GrpcStreamUser"])
+def test_grpc_calls_overlap_under_gevent(
+    default_server: ServerProcess, tmp_path: Path, user_class: str
+) -> None:
+    """Four users in one process keep about four minilm calls in flight (Little's law:
+    requests/s x mean latency); blocking calls would serialize them, to about one."""
+    run = run_locust(
+        tmp_path,
+        5,
+        *("-u", "4", "-r", "4", "--models", "minilm"),
+        *("--grpc-target", default_server.grpc_address),
+        user_class,
+    )
+    assert run.code == 0, run.output[-3000:]
+    (row,) = [r for r in run.stats() if r["Type"] == CLASSES[user_class]]
+    in_flight = float(row["Requests/s"]) * float(row["Average Response Time"]) / 1000
+    assert in_flight > 2.5, row
+
+
 # --- the checks can fail -----------------------------------------------------------------------
 
 
