@@ -212,15 +212,16 @@ class GrpcStreamUser(_Face, User):
             error = StatusError(exc.code(), exc.details() or "")  # type: ignore[attr-defined]
         else:
             error = StatusError("STREAM_CLOSED", "the server ended the stream")
+        # Retire this stream first, so that a freed slot's next send opens a new one.
+        if self._outbox is not None:
+            self._outbox.put(None)
+        self._outbox = None
+        self._receiver = None
         now = time.perf_counter()
         for request_id in list(self._pending):
             slot, _, sample, started = self._pending.pop(request_id)
             self.fire(sample, now - started, 0, error)
             self._free.put(slot)
-        if self._outbox is not None:
-            self._outbox.put(None)
-        self._outbox = None
-        self._receiver = None
 
     def _answer(self, reply: pb.ModelStreamInferResponse) -> None:
         received = time.perf_counter()
