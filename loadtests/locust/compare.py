@@ -8,7 +8,9 @@ One server and one gateway serve every row; each row is one tool at one concurre
 digits images (loadtests/locust/samples.py). Rows that compare the two tools run back to
 back. For every row it records what the client and the server processes spent in CPU, so
 that the client's cost per request is on the table next to its throughput: on a shared
-2-core machine, the load generator takes cores from the server it measures.
+2-core machine, the load generator takes cores from the server it measures. CPU per
+request moves little with the machine's load; throughput moves a lot, so `--repeat N`
+runs the whole sequence N times and reports, per row, the run of median throughput.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -119,6 +123,16 @@ def locust(
     )  # fmt: skip
 
 
+def key(row: Row) -> tuple[str, str, str]:
+    return row.path, row.tool, row.mode
+
+
+def median_row(rows: list[Row]) -> Row:
+    """The row of median throughput (a real run, not a mix of runs' fields)."""
+    middle = statistics.median_low(r.requests_per_s for r in rows)
+    return next(r for r in rows if r.requests_per_s == middle)
+
+
 def table(rows: list[Row]) -> str:
     header = (
         "| path | tool | mode | conc | req/s | p50 ms | p99 ms | failures | client cores "
@@ -140,12 +154,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--seconds", type=int, default=20, help="per locust row")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of the whole sequence")
     args = parser.parse_args(argv)
     out = RESULTS / time.strftime("%Y%m%d-%H%M%S-compare")
     write_data(out / "data")
     data = out / "data" / "digits.json"
     c, s = args.concurrency, args.seconds
-    rows: list[Row] = []
+    runs: list[Row] = []
+    load_before = os.getloadavg()[0]
     with launch.real_server(1) as server, launch.gateway(server.port) as gateway:
         direct, front = server.address, gateway.url.removeprefix("http://")
         both = [server.pid, gateway.pid]
@@ -159,18 +175,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             lambda: locust("gateway", gateway.url, front, "GrpcUser", c, s, both),
             lambda: locust("gateway", gateway.url, front, "GrpcWebUser", c, s, both),
         ]
-        for step in steps:
-            rows.append(step())
-            row = rows[-1]
-            print(f"{row.path} {row.tool} {row.mode}: {row.requests_per_s:,.0f} req/s", flush=True)
+        for _ in range(args.repeat):
+            for step in steps:
+                row = step()
+                runs.append(row)
+                rate = f"{row.requests_per_s:,.0f} req/s"
+                print(f"{row.path} {row.tool} {row.mode}: {rate}", flush=True)
+    rows = [median_row([r for r in runs if key(r) == k]) for k in dict.fromkeys(map(key, runs))]
     text = table(rows)
     print(text)
-    (out / "compare.md").write_text(
-        f"digits, concurrency {c}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n\n"
-        + text
-        + "\n"
+    environment = (
+        f"digits, concurrency {c}, {args.repeat} run(s), "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores, "
+        f"load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after"
     )
-    (out / "compare.json").write_text(json.dumps([asdict(r) for r in rows], indent=2) + "\n")
+    (out / "compare.md").write_text(environment + "\n\n" + text + "\n")
+    (out / "compare.json").write_text(json.dumps([asdict(r) for r in runs], indent=2) + "\n")
     print(f"wrote {out}/compare.md")
     return 0
 
