@@ -50,7 +50,7 @@ models: models/.stamp
 
 # Triton's perf_analyzer (C++), from the tritonclient 2.41.0 wheel: see docs/perf_analyzer.md.
 perf-analyzer: $(VENV)/.installed-run
-	$(PY) loadtests/perf_analyzer.py install --venv $(VENV)
+	$(PY) -m loadtests.perf_analyzer install --venv $(VENV)
 
 # The gateway's descriptor set and OpenAPI document, built from protos/ (docs/gateway.md).
 build/gateway/.stamp: $(VENV)/.installed-run $(wildcard protos/inference/*.proto) $(wildcard gateway/*.py)
@@ -107,3 +107,59 @@ bench: protos models gateway perf-analyzer /usr/bin/h2load
 
 clean:
 	rm -rf inference models/.stamp models/*/[0-9]*/ build
+
+# --- load tests with locust (docs/loadtesting.md) -------------------------------------------
+# `make loadtest`: headless, against a server and gateway it starts on free loopback ports,
+# or against a deployment: LOADTEST_HOST=http://gateway:8000 LOADTEST_GRPC=server:8001.
+# Reports land in loadtests/results/<timestamp>/. `make loadtest-ui`: locust's web UI on
+# http://127.0.0.1:8089 (LOADTEST_WEB_PORT), same targets, Ctrl-C stops everything.
+LOADTEST_USERS ?= 16
+LOADTEST_SPAWN_RATE ?= 8
+LOADTEST_DURATION ?= 30s
+LOADTEST_PROCESSES ?= 0
+LOADTEST_WORKERS ?= 1
+LOADTEST_HOST ?=
+LOADTEST_GRPC ?=
+LOADTEST_CLASSES ?=
+LOADTEST_ARGS ?=
+LOADTEST_WEB_PORT ?= 8089
+LOADTEST_RUN = $(PY) -m loadtests.locust.run --users $(LOADTEST_USERS) \
+	--spawn-rate $(LOADTEST_SPAWN_RATE) --duration $(LOADTEST_DURATION) \
+	--processes $(LOADTEST_PROCESSES) --workers $(LOADTEST_WORKERS) \
+	--host '$(LOADTEST_HOST)' --grpc-target '$(LOADTEST_GRPC)' --classes '$(LOADTEST_CLASSES)'
+
+.PHONY: install-loadtest loadtest loadtest-ui
+
+$(VENV)/.installed-loadtest: $(VENV)/.installed-run
+	$(PIP) install -q -e '.[loadtest]'
+	touch $@
+
+install-loadtest: $(VENV)/.installed-loadtest
+
+loadtest: install-loadtest protos models gateway
+	$(LOADTEST_RUN) -- $(LOADTEST_ARGS)
+
+loadtest-ui: install-loadtest protos models gateway
+	$(LOADTEST_RUN) --ui --web-port $(LOADTEST_WEB_PORT) -- $(LOADTEST_ARGS)
+
+# perf_analyzer scenarios per model (loadtests/perf_analyzer/scenarios.py): CSVs and notes
+# under loadtests/results/<timestamp>-perf/. PERF_SCENARIOS: names (default all, see
+# `.venv/bin/python -m loadtests.perf_analyzer.scenarios --list`); PERF_GRPC / PERF_HTTP:
+# a deployment's gRPC and gateway host:port (default: start both here).
+PERF_SCENARIOS ?=
+PERF_GRPC ?=
+PERF_HTTP ?=
+
+.PHONY: perf-scenarios
+
+perf-scenarios: install-loadtest protos models gateway perf-analyzer
+	$(PY) -m loadtests.perf_analyzer.scenarios --grpc '$(PERF_GRPC)' --http '$(PERF_HTTP)' $(PERF_SCENARIOS)
+
+# Locust next to perf_analyzer on digits, direct and through the gateway, in one run: the
+# figures in docs/loadtesting.md (COMPARE_ARGS: --concurrency 16 --seconds 20).
+COMPARE_ARGS ?=
+
+.PHONY: loadtest-compare
+
+loadtest-compare: install-loadtest protos models gateway perf-analyzer
+	$(PY) -m loadtests.locust.compare $(COMPARE_ARGS)

@@ -1,4 +1,5 @@
-"""Server processes for the benchmark: started as users start them, always stopped.
+"""Server and gateway processes for the benchmarks and load tests: started as users start
+them (`python -m server`, `python -m gateway run`), always stopped.
 
 A server here is one or more processes listening on one port. Several processes share a
 port through SO_REUSEPORT: the port is reserved first by a bound, non-listening socket,
@@ -29,18 +30,38 @@ STOP_TIMEOUT_S = 20.0
 @dataclass(frozen=True, slots=True)
 class Server:
     port: int
+    pid: int = 0  # the first process's
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
 
-def server_command(workers: int) -> list[str]:
+@dataclass(frozen=True, slots=True)
+class Gateway:
+    port: int
+    pid: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def server_command(workers: int, repository: Path | str = "models") -> list[str]:
     """The real server, as `make run` starts it, on a port of its choosing."""
     return [
         sys.executable,
-        *("-m", "server", "--model-repository", "models", "--host", "127.0.0.1"),
+        *("-m", "server", "--model-repository", str(repository), "--host", "127.0.0.1"),
         *("--grpc-port", "0", "--workers", str(workers)),
+    ]
+
+
+def gateway_command(upstream_port: int) -> list[str]:
+    """The Envoy gateway, as `make run` starts it (after `make gateway`), on free ports."""
+    return [
+        sys.executable,
+        *("-m", "gateway", "run", "--listen-host", "127.0.0.1", "--listen-port", "0"),
+        *("--admin-port", "0", "--upstream", f"127.0.0.1:{upstream_port}"),
     ]
 
 
@@ -49,23 +70,30 @@ def noop_command(port: int) -> list[str]:
 
 
 @contextlib.contextmanager
-def real_server(workers: int) -> Iterator[Server]:
-    with _processes(f"server x{workers}", [server_command(workers)]) as port:
-        yield Server(port)
+def real_server(workers: int, repository: Path | str = "models") -> Iterator[Server]:
+    with _processes(f"server x{workers}", [server_command(workers, repository)]) as started:
+        yield Server(*started)
+
+
+@contextlib.contextmanager
+def gateway(upstream_port: int) -> Iterator[Gateway]:
+    """The gateway in front of a server on `upstream_port`."""
+    with _processes("gateway", [gateway_command(upstream_port)], GATEWAY_EVENT) as started:
+        yield Gateway(*started)
 
 
 @contextlib.contextmanager
 def noop_server(processes: int) -> Iterator[Server]:
     """`processes` no-op servers; with more than one they share a reserved port."""
     if processes == 1:
-        with _processes("noop x1", [noop_command(0)]) as port:
-            yield Server(port)
+        with _processes("noop x1", [noop_command(0)]) as started:
+            yield Server(*started)
         return
     with (
         _reserved_port() as port,
-        _processes(f"noop x{processes}", [noop_command(port)] * processes),
+        _processes(f"noop x{processes}", [noop_command(port)] * processes) as started,
     ):
-        yield Server(port)
+        yield Server(*started)
 
 
 @contextlib.contextmanager
@@ -79,11 +107,26 @@ def _reserved_port() -> Iterator[int]:
         sock.close()
 
 
+@dataclass(frozen=True, slots=True)
+class Event:
+    """The JSON line a process prints once it listens, and where its port is in it."""
+
+    name: str
+    port_key: str
+
+
+SERVER_EVENT = Event("listening", "grpc_port")
+GATEWAY_EVENT = Event("gateway_listening", "http_port")
+
+
 @contextlib.contextmanager
-def _processes(label: str, commands: Sequence[list[str]]) -> Iterator[int]:
+def _processes(
+    label: str, commands: Sequence[list[str]], event: Event = SERVER_EVENT
+) -> Iterator[tuple[int, int]]:
     """Start every command, wait for each one's "listening" line, stop them all on exit.
 
-    Yields the first one's port (they all listen on one port when there are several)."""
+    Yields the first one's port and pid (they all listen on one port when there are
+    several)."""
     started: list[subprocess.Popen[str]] = []
     try:
         ports = []
@@ -97,15 +140,16 @@ def _processes(label: str, commands: Sequence[list[str]]) -> Iterator[int]:
                 start_new_session=True,
             )
             started.append(process)
-            ports.append(_await_listening(label, process))
-        yield ports[0]
+            ports.append(_await_listening(label, process, event))
+        yield ports[0], started[0].pid
     finally:
         for process in started:
             _stop(process)
 
 
-def _await_listening(label: str, process: subprocess.Popen[str]) -> int:
+def _await_listening(label: str, process: subprocess.Popen[str], event: Event) -> int:
     """The port from the JSON "listening" line; later output is drained and kept short."""
+    marker = f'"event": "{event.name}"'
     found: queue.Queue[int | None] = queue.Queue()
     tail: deque[str] = deque(maxlen=40)
 
@@ -113,8 +157,8 @@ def _await_listening(label: str, process: subprocess.Popen[str]) -> int:
         assert process.stdout is not None
         for line in process.stdout:
             tail.append(line)
-            if '"event": "listening"' in line:
-                found.put(int(json.loads(line)["grpc_port"]))
+            if marker in line:
+                found.put(int(json.loads(line)[event.port_key]))
         found.put(None)
 
     threading.Thread(target=pump, daemon=True).start()

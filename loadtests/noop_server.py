@@ -1,11 +1,18 @@
-"""Ceiling A: a no-op V2 server on the real server's stack, for `make bench`.
+"""Ceiling A: a no-op V2 server on the server's stack, for `make bench`.
 
-Everything but the hot path is the real server's code: the same `InferenceServicer` (so
-ServerMetadata, ModelMetadata and ModelConfig, which perf_analyzer calls first, are the
-real replies), the same grpc.aio options and uvloop. Only ModelInfer and ModelStreamInfer
-differ: they answer a digits reply built once at start-up by the real pipeline, without
-reading the input. What the real server loses against this one is its own overhead:
-decode, validation, batching, ONNX Runtime and encode.
+Its own small grpc.aio servicer on the generated stubs of the public contract (the
+`inference` package that `make protos` builds from protos/), with the server's grpc.aio
+options and uvloop. ModelInfer and ModelStreamInfer answer a digits reply built once at
+start-up, without reading the input: the real model's outputs for one all-zero row, in raw
+contents, as the server encodes replies to raw requests. ServerMetadata, ModelMetadata and
+ModelConfig describe digits as the server does (from its ONNX file and config.yaml), so
+perf_analyzer drives both servers in the same way. What the real server loses against this
+one is its own overhead: decode, validation, batching, ONNX Runtime and encode.
+
+Per request it does what the first version (a subclass of the server's servicer) did: the
+prebuilt reply as is, or a copy carrying the request's id (perf_analyzer's asynchronous
+client matches replies to requests by id). ServerMetadata leaves `statistics` out of its
+extensions, so perf_analyzer does not ask for counters that never move.
 
 `python -m loadtests.noop_server --model-repository models --grpc-port P` prints the same
 JSON "listening" line as the server and stops on SIGTERM. For the multi-process ceiling,
@@ -24,26 +31,31 @@ from pathlib import Path
 
 import grpc
 import numpy as np
+import onnxruntime as ort
 import uvloop
 
 from inference import grpc_service_pb2 as pb
 from inference import grpc_service_pb2_grpc as pb_grpc
-from server.dataplane import EXTENSIONS, DataPlane, ServerInfo
-from server.repository import Repository
-from server.servicer import InferenceServicer
-from server.settings import Settings
-from server.tensors import decode_request, encode_response
+from inference import model_config_pb2 as mc
+from loadtests import model_info
+from loadtests.model_info import ModelInfo
 
 MODEL = "digits"
+SERVER_NAME = "v2-inference-server"
+# The server's extensions less `statistics` (see the module docstring).
+EXTENSIONS = ("model_configuration", "model_repository", "binary_tensor_data")
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # the server's default --max-message-bytes
 
 
-class NoopServicer(InferenceServicer):
-    """The real servicer with a hot path that only returns a prebuilt reply."""
+class NoopServicer(pb_grpc.GRPCInferenceServiceServicer):
+    """Metadata for one model, and a hot path that only returns a prebuilt reply."""
 
-    def __init__(self, dataplane: DataPlane, max_elements: int, reply: pb.ModelInferResponse):
-        super().__init__(dataplane, max_elements)
+    def __init__(self, info: ModelInfo, reply: pb.ModelInferResponse) -> None:
+        self._info = info
         self._reply = reply
         self._stream_reply = pb.ModelStreamInferResponse(infer_response=reply)
+        self._metadata = _model_metadata(info)
+        self._config = _model_config(info)
 
     def _answer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
         """perf_analyzer's async client matches replies to requests by id, so echo it."""
@@ -66,49 +78,121 @@ class NoopServicer(InferenceServicer):
             else:
                 yield self._stream_reply
 
+    async def ServerLive(self, request: pb.ServerLiveRequest, context: object) -> object:
+        return pb.ServerLiveResponse(live=True)
 
-def server_options(settings: Settings) -> list[tuple[str, int]]:
-    """The options `server.app.InferenceServer` passes to grpc.aio.server."""
-    return [
-        ("grpc.max_receive_message_length", settings.max_message_bytes),
-        ("grpc.max_send_message_length", settings.max_message_bytes),
-        ("grpc.so_reuseport", 1),
-    ]
+    async def ServerReady(self, request: pb.ServerReadyRequest, context: object) -> object:
+        return pb.ServerReadyResponse(ready=True)
+
+    async def ModelReady(self, request: pb.ModelReadyRequest, context: object) -> object:
+        return pb.ModelReadyResponse(ready=self._known(request.name, request.version))
+
+    async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: object) -> object:
+        return pb.ServerMetadataResponse(
+            name=SERVER_NAME, version="noop", extensions=list(EXTENSIONS)
+        )
+
+    async def ModelMetadata(
+        self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext
+    ) -> object:
+        if not self._known(request.name, request.version):
+            await self._not_found(request.name, request.version, context)
+        return self._metadata
+
+    async def ModelConfig(
+        self, request: pb.ModelConfigRequest, context: grpc.aio.ServicerContext
+    ) -> object:
+        if not self._known(request.name, request.version):
+            await self._not_found(request.name, request.version, context)
+        return self._config
+
+    def _known(self, name: str, version: str) -> bool:
+        return name == self._info.name and version in ("", *self._info.versions)
+
+    async def _not_found(self, name: str, version: str, context: grpc.aio.ServicerContext) -> None:
+        await context.abort(
+            grpc.StatusCode.NOT_FOUND,
+            f"the no-op server serves only '{self._info.name}', not '{name}' version '{version}'",
+        )
 
 
-async def _prebuilt_reply(dataplane: DataPlane) -> pb.ModelInferResponse:
-    """A real reply to one all-zero digits row, as the server encodes it for perf_analyzer."""
-    version = dataplane.model(MODEL)
-    request = pb.ModelInferRequest(model_name=MODEL)
-    for spec in version.signature.inputs:
-        shape = (1, *spec.dims)
-        request.inputs.add(name=spec.name, datatype=spec.datatype.name, shape=shape)
-        request.raw_input_contents.append(np.zeros(shape, spec.datatype.numpy).tobytes())
-    decoded = decode_request(request, 1 << 20)
-    return encode_response(await dataplane.infer(decoded))
+def _model_metadata(info: ModelInfo) -> pb.ModelMetadataResponse:
+    def tensor(t: model_info.Tensor) -> pb.ModelMetadataResponse.TensorMetadata:
+        return pb.ModelMetadataResponse.TensorMetadata(
+            name=t.name, datatype=t.datatype, shape=info.full_shape(t)
+        )
 
-
-async def serve(settings: Settings) -> None:
-    repository = Repository(settings.model_repository)
-    await repository.load(MODEL)  # at start-up, off the hot path
-    # Without the statistics extension perf_analyzer does not ask for counters that never move.
-    extensions = tuple(e for e in EXTENSIONS if e != "statistics")
-    dataplane = DataPlane(repository, ServerInfo(settings.server_name, "noop", extensions))
-    servicer = NoopServicer(
-        dataplane, settings.max_input_elements, await _prebuilt_reply(dataplane)
+    return pb.ModelMetadataResponse(
+        name=info.name,
+        versions=list(info.versions if info.all_versions else (info.version,)),
+        platform="onnxruntime_onnx",
+        inputs=[tensor(t) for t in info.inputs],
+        outputs=[tensor(t) for t in info.outputs],
     )
-    server = grpc.aio.server(options=server_options(settings))
+
+
+def _model_config(info: ModelInfo) -> pb.ModelConfigResponse:
+    config = mc.ModelConfig(
+        name=info.name,
+        platform="onnxruntime_onnx",
+        backend="onnxruntime",
+        max_batch_size=info.max_batch_size,
+        input=[
+            mc.ModelInput(name=t.name, data_type=mc.DataType.Value(t.config_enum), dims=t.dims)
+            for t in info.inputs
+        ],
+        output=[
+            mc.ModelOutput(name=t.name, data_type=mc.DataType.Value(t.config_enum), dims=t.dims)
+            for t in info.outputs
+        ],
+        instance_group=[
+            mc.ModelInstanceGroup(
+                name=f"{info.name}_0", count=info.instances, kind=mc.ModelInstanceGroup.KIND_CPU
+            )
+        ],
+    )
+    if info.all_versions:
+        config.version_policy.all.SetInParent()
+    else:
+        config.version_policy.latest.num_versions = 1
+    if info.max_batch_size > 0:
+        config.dynamic_batching.default_queue_policy.max_queue_size = 1024
+    return pb.ModelConfigResponse(config=config)
+
+
+def prebuilt_reply(info: ModelInfo) -> pb.ModelInferResponse:
+    """The model's real reply to one all-zero row, in raw contents."""
+    session = ort.InferenceSession(str(info.path), providers=["CPUExecutionProvider"])
+    batch = (1,) if info.max_batch_size > 0 else ()
+    feeds = {t.name: np.zeros((*batch, *t.dims), t.numpy) for t in info.inputs}
+    arrays = session.run([t.name for t in info.outputs], feeds)
+    reply = pb.ModelInferResponse(model_name=info.name, model_version=info.version)
+    for tensor, array in zip(info.outputs, arrays, strict=True):
+        reply.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=array.shape)
+        reply.raw_output_contents.append(np.ascontiguousarray(array, tensor.numpy).tobytes())
+    return reply
+
+
+async def serve(repository: Path, host: str, port: int) -> None:
+    info = model_info.read(repository, MODEL)
+    servicer = NoopServicer(info, prebuilt_reply(info))  # at start-up, off the hot path
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.so_reuseport", 1),
+        ]
+    )
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
-    port = server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
+    bound = server.add_insecure_port(f"{host}:{port}")
     await server.start()
-    print(json.dumps({"event": "listening", "grpc_port": port}), flush=True)
+    print(json.dumps({"event": "listening", "grpc_port": bound}), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     await server.stop(1.0)
-    await repository.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,13 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--grpc-port", type=int, default=0)
     args = parser.parse_args(argv)
-    uvloop.run(
-        serve(
-            Settings(
-                model_repository=args.model_repository, host=args.host, grpc_port=args.grpc_port
-            )
-        )
-    )
+    uvloop.run(serve(args.model_repository, args.host, args.grpc_port))
     return 0
 
 

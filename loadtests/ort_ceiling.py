@@ -1,7 +1,8 @@
 """Ceiling B: ONNX Runtime in-process, with no RPC, at a given batch size.
 
-The session is the server's own `OnnxModel`, built from the model's config.yaml, so the
-session options (thread counts, execution provider) are the ones the server runs with.
+The session is ONNX Runtime's own, with the session options the server gives the model
+(thread counts from its config.yaml, by the server's rule; the CPU execution provider), see
+`loadtests.model_info`.
 Calls are back to back on `instances` threads at once, as the batcher's slots make them.
 Measured while no server runs, so it is what these cores can do for this model alone. It
 is the best of a few short runs: a ceiling is an upper bound, and on a shared machine a
@@ -15,9 +16,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import onnxruntime as ort
+
+from loadtests import model_info
 from loadtests.workloads import Workload
-from server.config import load_config
-from server.runtime import OnnxModel
 
 REPEATS = 3
 MIN_SECONDS = 0.4  # per repeat
@@ -41,23 +43,26 @@ class Session:
     """One model version loaded as the server (with `workers` processes) would load it."""
 
     def __init__(self, repository: Path, workload: Workload, version: str, workers: int = 1):
-        model_dir = repository / workload.model
-        config = load_config(model_dir)
-        self._model = OnnxModel(model_dir / version / "model.onnx", config, workers=workers)
+        self._info = model_info.read(repository, workload.model, version)
+        self._session = ort.InferenceSession(
+            str(self._info.path),
+            model_info.session_options(self._info, workers),
+            providers=["CPUExecutionProvider"],
+        )
         self._workload = workload
         self._version = version
-        self.max_batch_size = config.max_batch_size
-        self._instances = config.instances
+        self.max_batch_size = self._info.max_batch_size
+        self._instances = self._info.instances
 
     def measure(self, batch: int) -> CeilingB:
-        feeds = self._workload.feeds(self._model.signature, batch)
-        outputs = [spec.name for spec in self._model.signature.outputs]
-        self._model.run(feeds, outputs)  # first call at this shape allocates
+        feeds = self._workload.feeds(self._info, batch)
+        outputs = [tensor.name for tensor in self._info.outputs]
+        self._session.run(outputs, feeds)  # first call at this shape allocates
 
         def back_to_back(start: float) -> int:
             calls = 0
             while time.perf_counter() - start < MIN_SECONDS or calls < MIN_CALLS:
-                self._model.run(feeds, outputs)
+                self._session.run(outputs, feeds)
                 calls += 1
             return calls
 

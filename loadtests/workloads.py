@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from server.runtime import Signature
+from loadtests.model_info import ModelInfo
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,19 +32,20 @@ class Workload:
             args += ["--shape", f"{name}:{','.join(map(str, dims))}"]
         return args
 
-    def feeds(self, signature: Signature, batch: int) -> dict[str, np.ndarray]:
-        """The same tensors perf_analyzer sends, `batch` rows of them."""
+    def feeds(self, info: ModelInfo, batch: int) -> dict[str, np.ndarray]:
+        """The same tensors perf_analyzer sends, `batch` rows of them (shapes from the ONNX
+        file and config.yaml, see `loadtests.model_info`)."""
         rng = np.random.default_rng(0)
         feeds = {}
-        for spec in signature.inputs:
-            dims = self.shapes.get(spec.name, spec.dims)
+        for tensor in info.inputs:
+            dims = self.shapes.get(tensor.name, tensor.dims)
             if any(d < 0 for d in dims):
-                raise ValueError(f"{self.model}: give a shape for dynamic input '{spec.name}'")
+                raise ValueError(f"{self.model}: give a shape for dynamic input '{tensor.name}'")
             shape = (batch, *dims)
             if self.zeros:
-                feeds[spec.name] = np.zeros(shape, spec.datatype.numpy)
+                feeds[tensor.name] = np.zeros(shape, tensor.numpy)
             else:
-                feeds[spec.name] = rng.random(shape).astype(spec.datatype.numpy)
+                feeds[tensor.name] = rng.random(shape).astype(tensor.numpy)
         return feeds
 
 

@@ -8,7 +8,7 @@ project's own, newer tritonclient stays the Python client, so the old wheel is
 never installed: we only unzip two files from pinned, hash-checked wheels into
 ``VENV/opt/perf_analyzer/`` and put a wrapper at ``VENV/bin/perf_analyzer``.
 
-Usage: ``python loadtests/perf_analyzer.py install [--venv .venv] [--force]``
+Usage: ``python -m loadtests.perf_analyzer install [--venv .venv] [--force]``
 """
 
 import argparse
@@ -43,7 +43,7 @@ APT_SONAME = "libb64.so.0d"
 STAMP = "\n".join(f"{req} {sha}" for req, sha, _, _ in WHEELS) + "\n"
 WRAPPER = """\
 #!/bin/sh
-# Written by loadtests/perf_analyzer.py: the perf_analyzer binary from tritonclient 2.41.0
+# Written by loadtests/perf_analyzer/install.py: the perf_analyzer binary from tritonclient 2.41.0
 # with its private libcudart.so.12 (kept out of site-packages), see docs/perf_analyzer.md.
 dir="$(dirname -- "$0")/../opt/perf_analyzer"
 LD_LIBRARY_PATH="$dir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" exec "$dir/perf_analyzer" "$@"
@@ -170,9 +170,11 @@ def install(venv: Path, force: bool) -> None:
     log(f"installed {wrapper}")
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m loadtests.perf_analyzer",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True)
     p_install = sub.add_parser(
@@ -184,7 +186,7 @@ def main() -> int:
     p_install.add_argument(
         "--force", action="store_true", help="download and reinstall even if installed"
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     try:
         install(args.venv.absolute(), args.force)
     except (InstallError, OSError, subprocess.TimeoutExpired) as exc:

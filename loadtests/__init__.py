@@ -1,0 +1,1 @@
+"""Benchmarks and load tests of the server (docs/performance.md, docs/loadtesting.md)."""
