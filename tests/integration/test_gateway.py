@@ -489,9 +489,7 @@ ERRORS = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("path", "body", "status", "message"), [e[1:] for e in ERRORS], ids=[e[0] for e in ERRORS]
-)
+@pytest.mark.parametrize(("path", "body", "status", "message"), ERRORS)
 def test_rest_errors(rest: httpx.Client, path: str, body: Any, status: int, message: str) -> None:
     if body is None:
         reply = rest.get(path)
