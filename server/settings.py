@@ -53,7 +53,45 @@ class Settings:
         metadata=_help("largest element count of one input tensor; more is INVALID_ARGUMENT"),
     )
     shutdown_grace_s: float = field(
-        default=10.0, metadata=_help("how long in-flight requests may take to finish on SIGTERM")
+        default=10.0,
+        metadata=_help(
+            "on SIGTERM, how long admitted requests may take to finish before they are "
+            "cancelled; the process exits within this (after --shutdown-delay-s)"
+        ),
+    )
+    shutdown_delay_s: float = field(
+        default=0.0,
+        metadata=_help(
+            "on SIGTERM, keep serving this long while health reports NOT_SERVING, so that "
+            "load balancers (Kubernetes endpoints) stop sending traffic first"
+        ),
+    )
+    model_control_mode: str = field(
+        default="explicit",
+        metadata={
+            "help": "explicit: load at start (every model, or --load-model) and through the "
+            "repository RPCs; poll: follow the repository directory, RPCs refused; none: "
+            "load every model at start, RPCs refused",
+            "choices": ("explicit", "poll", "none"),
+        },
+    )
+    repository_poll_secs: float = field(
+        default=15.0, metadata=_help("with --model-control-mode poll: seconds between scans")
+    )
+    load_model: tuple[str, ...] = field(
+        default=(),
+        metadata=_help(
+            "with --model-control-mode explicit: load only these models at start (repeat the "
+            "flag; '*' for all; the environment variable takes a comma-separated list); "
+            "default: all"
+        ),
+    )
+    max_stream_requests: int = field(
+        default=1024,
+        metadata=_help(
+            "requests one ModelStreamInfer stream may have unanswered; beyond it the server "
+            "stops reading the stream until the client reads replies (backpressure)"
+        ),
     )
     log_level: str = field(
         default="INFO", metadata=_help("level of the JSON log lines on standard output")
@@ -83,13 +121,22 @@ def _number(kind: type[int] | type[float]) -> Callable[[str], Any]:
     return convert
 
 
-PARSERS: dict[type, Callable[[str], Any]] = {
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+PARSERS: dict[Any, Callable[[str], Any]] = {
     bool: boolean,
     int: _number(int),
     float: _number(float),
     str: str,
     Path: Path,
+    tuple[str, ...]: _names,
 }
+
+
+def _shown(default: Any) -> str:
+    return ",".join(default) or "-" if isinstance(default, tuple) else str(default)
 
 
 def _flag(name: str) -> str:
@@ -112,16 +159,39 @@ def parse(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None =
                 default = convert(environ[variable])
             except ValueError as exc:
                 parser.error(f"environment variable {variable}: {exc}")
+        choices = setting.metadata.get("choices")
+        if choices and default not in choices:
+            parser.error(f"environment variable {variable}: expected one of {list(choices)}")
+        repeated = types[setting.name] == tuple[str, ...]
         parser.add_argument(
             _flag(setting.name),
-            type=convert,
-            default=default,
-            metavar=setting.name.split("_")[-1].upper(),
-            help=f"{setting.metadata['help']} (env {variable}; default: %(default)s)",
+            type=str if repeated else convert,
+            action="append" if repeated else "store",
+            choices=choices,
+            default=None if repeated else default,
+            metavar="NAME" if repeated else setting.name.split("_")[-1].upper(),
+            help=f"{setting.metadata['help']} (env {variable}; default: {_shown(default)})",
         )
-    settings = Settings(**vars(parser.parse_args(argv)))
+    values = vars(parser.parse_args(argv))
+    for setting in dataclasses.fields(Settings):
+        if values[setting.name] is None:  # a repeatable flag that was not given
+            values[setting.name] = setting.default
+            variable = ENV_PREFIX + setting.name.upper()
+            if variable in environ:
+                values[setting.name] = _names(environ[variable])
+        elif isinstance(values[setting.name], list):
+            values[setting.name] = tuple(values[setting.name])
+    settings = Settings(**values)
     if settings.workers < 1:
         parser.error("--workers must be at least 1")
     if not 0 <= settings.grpc_port <= 65535:
         parser.error("--grpc-port must be 0..65535")
+    if settings.load_model and settings.model_control_mode != "explicit":
+        parser.error("--load-model needs --model-control-mode explicit")
+    if settings.repository_poll_secs <= 0:
+        parser.error("--repository-poll-secs must be positive")
+    if settings.shutdown_grace_s < 0 or settings.shutdown_delay_s < 0:
+        parser.error("--shutdown-grace-s and --shutdown-delay-s must not be negative")
+    if settings.max_stream_requests < 1:
+        parser.error("--max-stream-requests must be at least 1")
     return settings

@@ -4,7 +4,8 @@ Python spends most of a small request in the interpreter, so one process saturat
 core; N processes, each with its own event loop and batchers, use N. The kernel spreads
 new connections across the processes' listening sockets. The parent only supervises: it
 reserves the port (so that `--grpc-port 0` works), waits until every worker listens,
-forwards SIGINT/SIGTERM, and exits non-zero if a worker dies on its own.
+forwards SIGINT/SIGTERM, bounds how long each worker may take to stop, and exits
+non-zero if a worker dies on its own. A second signal kills the workers at once.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 import multiprocessing
+import os
 import signal
 import socket
 import sys
+import time
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 
@@ -27,9 +30,26 @@ from server.telemetry import logs
 log = logging.getLogger("server")
 
 
+JOIN_MARGIN_S = 5.0  # beyond a worker's own shutdown bound, before it is killed
+
+
 def _reserve_port(host: str, port: int) -> socket.socket:
-    """Bind (without listening) so the port is ours; the workers bind it too."""
+    """Claim the port for our workers only.
+
+    First a plain bind, which fails while anything else holds the port (a lone server,
+    or another supervisor's workers), so two servers never silently share connections.
+    Then hold it with SO_REUSEPORT, bound but not listening, so the workers can bind it
+    too and `--grpc-port 0` picks one port for all of them."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is fine
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise app.StartupError(
+                f"cannot bind the gRPC port at {host}:{port}: {exc.strerror}"
+            ) from None
+        port = probe.getsockname()[1]
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
@@ -38,10 +58,18 @@ def _reserve_port(host: str, port: int) -> socket.socket:
 
 def _worker(settings: Settings, index: int, ready: Connection) -> None:
     logs.configure(settings.log_level)
-    uvloop.run(app.run(settings, on_ready=lambda port: ready.send(port), worker=index))
+    try:
+        uvloop.run(
+            app.run(settings, on_ready=lambda port: ready.send(port), worker=index, reuse_port=True)
+        )
+    except app.StartupError as exc:
+        log.error(str(exc), extra={"event": "startup_failed", "worker": index})
+        sys.exit(2)
 
 
 def run(settings: Settings) -> int:
+    """Start the workers, supervise them, and stop them all on a signal or a death."""
+    app.check_repository(settings.model_repository)
     reserved = _reserve_port(settings.host, settings.grpc_port)
     port = reserved.getsockname()[1]
     worker_settings = dataclasses.replace(settings, grpc_port=port)
@@ -49,10 +77,16 @@ def run(settings: Settings) -> int:
     processes: list[BaseProcess] = []
     pipes: list[Connection] = []
     stopping = False
+    join_s = settings.shutdown_delay_s + settings.shutdown_grace_s + JOIN_MARGIN_S
 
     def forward(_signum: int, _frame: object) -> None:
-        """Each worker stops gracefully on SIGTERM."""
+        """The first signal stops each worker gracefully; a second one kills them."""
         nonlocal stopping
+        if stopping:
+            log.warning("second signal: killing the workers", extra={"event": "forced_exit"})
+            _kill(processes)
+            sys.stdout.flush()
+            os._exit(1)
         stopping = True
         for process in processes:
             if process.pid is not None and process.is_alive():
@@ -66,13 +100,14 @@ def run(settings: Settings) -> int:
             target=_worker, args=(worker_settings, index, send), name=f"worker-{index}"
         )
         process.start()
+        send.close()  # the worker holds the other end; its death closes the pipe
         processes.append(process)
         pipes.append(receive)
     for receive, started in zip(pipes, processes, strict=True):
         if not _await_ready(receive, started):
-            forward(signal.SIGTERM, None)
-            _join(processes)
             log.error("a worker failed to start", extra={"worker": started.name})
+            stopping = True
+            _stop(processes, join_s)
             return 1
     log.info(
         "listening",
@@ -85,24 +120,42 @@ def run(settings: Settings) -> int:
     )
     sentinels = [p.sentinel for p in processes]
     wait(sentinels)  # the first worker to exit, on a signal or on its own
-    if not stopping:
+    unexpected = not stopping
+    if unexpected:
         log.error("a worker exited; stopping the others", extra={"event": "worker_exited"})
-        forward(signal.SIGTERM, None)
-    _join(processes)
+        stopping = True
+    _stop(processes, join_s)
     reserved.close()
-    failed = stopping is False or any(p.exitcode not in (0, None) for p in processes)
+    failed = unexpected or any(p.exitcode not in (0, None) for p in processes)
     return 1 if failed else 0
 
 
 def _await_ready(receive: Connection, process: BaseProcess) -> bool:
+    """True once the worker reports its port; False if it dies (or closes the pipe) first."""
     while process.is_alive():
-        if receive.poll(0.2):
-            receive.recv()
-            return True
+        try:
+            if receive.poll(0.2):
+                receive.recv()
+                return True
+        except (EOFError, OSError):
+            return False
     return False
 
 
-def _join(processes: list[BaseProcess]) -> None:
+def _stop(processes: list[BaseProcess], join_s: float) -> None:
+    """SIGTERM the live workers, wait for each within the shutdown bound, then kill."""
     for process in processes:
-        process.join()
+        if process.pid is not None and process.is_alive():
+            process.terminate()
+    deadline = time.monotonic() + join_s
+    for process in processes:
+        process.join(max(deadline - time.monotonic(), 0.0))
+    _kill(processes)
     sys.stdout.flush()
+
+
+def _kill(processes: list[BaseProcess]) -> None:
+    for process in processes:
+        if process.is_alive():
+            process.kill()
+            process.join()

@@ -7,13 +7,19 @@ request's outcome is recorded here, once: success, failure, or cancellation.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass
 
-from server.core.errors import InferenceError
+from server.core.errors import InferenceError, VersionRetired
 from server.core.inference import InferenceRequest, InferenceResponse, Plan
+from server.core.model_config import Deprecation
 from server.core.models import IndexEntry, ModelStore, Outputs, ServedModel
 from server.core.tensors import Tensor, TensorSpec
+
+log = logging.getLogger(__name__)
+
+NOTICE_INTERVAL_S = 60.0  # a deprecated version's use is logged at most this often
 
 EXTENSIONS = (
     "model_configuration",
@@ -50,10 +56,12 @@ class DataPlane:
     def __init__(self, models: ModelStore, info: ServerInfo) -> None:
         self._models = models
         self.info = info
-        self.live = True
+        self.live = True  # until the process exits, draining included
+        self.accepting = True  # False from the start of shutdown
+        self._noticed: dict[tuple[str, int], float] = {}  # deprecated use last logged
 
     def ready(self) -> bool:
-        return self.live and self._models.is_ready()
+        return self.accepting and self._models.is_ready()
 
     def model_ready(self, name: str, version: str = "") -> bool:
         try:
@@ -119,6 +127,11 @@ class DataPlane:
         the caller gives up on it first, `abandon()`."""
         start = time.perf_counter_ns()
         served = self._models.resolve(request.model_name, request.model_version)
+        deprecation = None
+        if served.config.deprecated:
+            deprecation = served.config.deprecated.get(served.version)
+            if deprecation is not None:
+                self._deprecated_use(served, deprecation)
         try:
             plan = served.validate(request)
             deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
@@ -126,7 +139,34 @@ class DataPlane:
         except Exception:
             served.stats.record_request(False, time.perf_counter_ns() - start, 0)
             raise
-        return Running(request.id, served, plan, future, start)
+        return Running(request.id, served, plan, future, start, deprecation)
+
+    def _deprecated_use(self, served: ServedModel, deprecation: Deprecation) -> None:
+        """Count and log (at most once per interval) a use; refuse it after the sunset."""
+        if time.time() >= deprecation.sunset.timestamp():
+            served.stats.record_request(False, 0, 0)
+            raise VersionRetired(
+                f"model '{served.name}' version {served.version} was retired on "
+                f"{deprecation.sunset.isoformat()}; use version {deprecation.replacement} "
+                f"({deprecation.link})",
+                model=served.name,
+                version=str(served.version),
+            )
+        served.stats.deprecated_uses += 1
+        key = (served.name, served.version)
+        now = time.monotonic()
+        if now - self._noticed.get(key, -NOTICE_INTERVAL_S) >= NOTICE_INTERVAL_S:
+            self._noticed[key] = now
+            log.warning(
+                "deprecated model version in use",
+                extra={
+                    "model": served.name,
+                    "version": served.version,
+                    "sunset": deprecation.sunset.isoformat(),
+                    "replacement": deprecation.replacement,
+                    "uses": served.stats.deprecated_uses,
+                },
+            )
 
 
 @dataclass(slots=True)
@@ -138,6 +178,7 @@ class Running:
     plan: Plan
     future: asyncio.Future[Outputs]
     start: int  # perf_counter_ns when it arrived
+    deprecation: Deprecation | None = None  # the served version is on its way out
 
     def response(self) -> InferenceResponse:
         """The reply once the future is done; raises the request's error, if any."""
@@ -160,6 +201,7 @@ class Running:
                     plan.outputs, plan.output_types, results, strict=True
                 )
             ],
+            deprecation=self.deprecation,
         )
 
     def abandon(self) -> None:

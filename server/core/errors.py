@@ -5,8 +5,10 @@ InferenceError
 ├── InvalidRequest          the request is malformed or does not fit the model
 ├── ModelNotFound           no such model, or no such version
 ├── ModelUnavailable        the model exists but has no ready version, or is unloading
+├── VersionRetired          the version passed its sunset date; the message names its successor
 ├── QueueFull               the model's queue is at max_queue_size
 ├── RequestExpired          the request's deadline passed while it waited
+├── ControlDisabled         load and unload RPCs in the none and poll control modes
 ├── RepositoryError         a load or unload the repository refused
 │   └── ForbiddenPath       a model name that escapes the repository root
 └── RuntimeFailure          ONNX Runtime failed while executing
@@ -51,6 +53,14 @@ class ModelNotFound(InferenceError):
 
 class ModelUnavailable(InferenceError):
     reason = "model_unavailable"
+
+
+class VersionRetired(InferenceError):
+    reason = "version_retired"
+
+
+class ControlDisabled(InferenceError):
+    reason = "control_disabled"
 
 
 class QueueFull(InferenceError):

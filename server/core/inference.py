@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from server.core.datatypes import DataType
+from server.core.model_config import Deprecation
 from server.core.tensors import Tensor
 
 Parameter = bool | int | float | str
@@ -35,6 +36,7 @@ class InferenceResponse:
     model_version: str
     id: str
     outputs: list[Tensor]
+    deprecation: Deprecation | None = None  # the version that answered is on its way out
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,8 @@ from them, and the faces report them (ModelConfig).
 
 from __future__ import annotations
 
+import datetime
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from server.core.tensors import TensorSpec
@@ -48,6 +50,15 @@ class BatchingConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class Deprecation:
+    """A version on its way out: served, with notice, until `sunset`; refused after it."""
+
+    sunset: datetime.datetime  # aware, UTC
+    replacement: str  # the version (or label) to move to
+    link: str  # where the replacement is described; sent as the successor's Link
+
+
+@dataclass(frozen=True, slots=True)
 class ModelConfig:
     name: str
     platform: str = PLATFORM
@@ -61,3 +72,5 @@ class ModelConfig:
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     warmup: tuple[WarmupInput, ...] = ()
     execution: str = "thread"
+    labels: Mapping[str, int] = field(default_factory=dict)  # label -> version
+    deprecated: Mapping[int, Deprecation] = field(default_factory=dict)  # by version

@@ -42,6 +42,7 @@ class ModelStats:
     compute_infer: Duration = field(default_factory=Duration)
     compute_output: Duration = field(default_factory=Duration)
     batches: dict[int, BatchDurations] = field(default_factory=dict)
+    deprecated_uses: int = 0  # requests served while the version is deprecated
 
     def record_request(self, ok: bool, ns: int, now_ms: int) -> None:
         """One request ended: succeeded, or failed for any reason (cancelled included)."""

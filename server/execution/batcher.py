@@ -231,14 +231,16 @@ class Batcher:
         if not chosen:
             self._queue = rest
             return []
-        waited = now - chosen[0].enqueued
+        due = chosen[0].enqueued + self._max_delay
+        # Compare the clock with the due time itself: at now == due, the instant the
+        # timer was set for, `now - enqueued` can fall short of the delay in floating point.
+        waited = self._max_delay if now >= due else now - chosen[0].enqueued
         cut = batch_cut(
             [p.rows for p in chosen], full or self._closed, self._preferred, waited, self._max_delay
         )
         if cut is None:
             self._queue = deque(chosen) + rest if rest else deque(chosen)
             assert self._loop is not None
-            due = chosen[0].enqueued + self._max_delay
             self._timer = self._loop.call_at(due, self._on_timer, due)
             return None
         leftover = chosen[cut:]
@@ -299,6 +301,8 @@ class Batcher:
         error: BaseException | None,
     ) -> None:
         self._free += 1
+        if error is not None and all(p.future.done() for p in batch):
+            return  # nobody waits for it: its clients left, or a shutdown aborted the run
         if error is not None and len(batch) > 1:
             # One request's values may be what the model rejects: rerun each alone, at the
             # head of the queue, so that only the culprit fails.

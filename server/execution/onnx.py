@@ -75,7 +75,10 @@ class OnnxModel:
                 str(path), options, providers=["CPUExecutionProvider"]
             )
         except Exception as exc:
-            raise RepositoryError(f"ONNX Runtime could not load {path}: {exc}") from exc
+            shown = f"{config.name}/{path.parent.name}/{path.name}"  # no server paths in errors
+            raise RepositoryError(
+                f"ONNX Runtime could not load {shown}: {str(exc).replace(str(path), shown)}"
+            ) from exc
         self.signature = _signature(self._session, config)
         self._text_inputs = frozenset(
             spec.name for spec in self.signature.inputs if spec.datatype.itemsize == 0

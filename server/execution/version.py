@@ -11,6 +11,7 @@ import asyncio
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from server.core.errors import RepositoryError
 from server.core.inference import InferenceRequest, Plan
 from server.core.model_config import ModelConfig
 from server.core.models import Outputs
@@ -67,10 +68,17 @@ class OnnxVersions:
 
     Called from a worker thread, since loading and warming up take a while."""
 
+    MODEL_FILE = "model.onnx"
+
     def __init__(self, workers: int = 1) -> None:
         self._workers = workers
 
-    def __call__(self, name: str, number: int, config: ModelConfig, path: Path) -> BatchedVersion:
+    def __call__(
+        self, name: str, number: int, config: ModelConfig, directory: Path
+    ) -> BatchedVersion:
+        path = directory / self.MODEL_FILE
+        if not path.is_file():
+            raise RepositoryError(f"version {number} of model '{name}' has no {self.MODEL_FILE}")
         runtime = OnnxModel(path, config, workers=self._workers)
         runtime.warm_up(config.warmup)
         return BatchedVersion(name, number, config, runtime)

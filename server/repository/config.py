@@ -17,10 +17,18 @@ Unknown keys are an error, so that a typo never silently changes behaviour.
       max_queue_size: 1024      # beyond it: RESOURCE_EXHAUSTED; 0: unbounded
     warmup:                     # only for inputs whose default (zeros, dynamic dims 1) fails
       - {name: sr, shape: [], value: 16000}   # shape includes the batch dimension
+    labels: {stable: 1, canary: 2}            # names a request may send as model_version
+    deprecated:                 # versions on their way out (docs/operations.md)
+      - version: 1
+        sunset: 2027-06-30      # a date (midnight UTC) or a timestamp; refused from then on
+        replacement: stable     # a version or a label
+        link: https://example.com/models/digits   # optional; default: the replacement's path
 """
 
 from __future__ import annotations
 
+import datetime
+import re
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +40,14 @@ from server.core.model_config import (
     EXECUTION_MODES,
     PLATFORM,
     BatchingConfig,
+    Deprecation,
     ModelConfig,
     VersionPolicy,
     WarmupInput,
 )
 from server.core.tensors import TensorSpec
+
+CONFIG_FILE = "config.yaml"
 
 _TOP_KEYS = {
     "platform",
@@ -49,12 +60,15 @@ _TOP_KEYS = {
     "dynamic_batching",
     "warmup",
     "execution",
+    "labels",
+    "deprecated",
 }
+_LABEL = re.compile(r"[A-Za-z][A-Za-z0-9_.-]*")
 
 
 def load_config(model_dir: Path) -> ModelConfig:
     """Read `model_dir/config.yaml`; a missing file means all defaults."""
-    path = model_dir / "config.yaml"
+    path = model_dir / CONFIG_FILE
     raw: Any = {}
     if path.exists():
         try:
@@ -85,6 +99,7 @@ def _parse(name: str, raw: dict[str, Any]) -> ModelConfig:
         raise ValueError(f"execution must be one of {list(EXECUTION_MODES)}, got {execution!r}")
     if execution == "inline" and instances != 1:
         raise ValueError("execution: inline runs on the event loop, so instances must be 1")
+    labels = _labels(raw.get("labels") or {})
     return ModelConfig(
         name=name,
         platform=platform,
@@ -98,6 +113,8 @@ def _parse(name: str, raw: dict[str, Any]) -> ModelConfig:
         batching=_batching(raw.get("dynamic_batching") or {}),
         warmup=_warmup(raw.get("warmup") or []),
         execution=execution,
+        labels=labels,
+        deprecated=_deprecated(name, raw.get("deprecated") or [], labels),
     )
 
 
@@ -210,3 +227,52 @@ def _warmup(raw: Any) -> tuple[WarmupInput, ...]:
             )
         )
     return tuple(entries)
+
+
+def _labels(raw: Any) -> dict[str, int]:
+    if not isinstance(raw, dict):
+        raise TypeError("labels must be a mapping of label to version")
+    labels = {}
+    for label, version in raw.items():
+        if not isinstance(label, str) or not _LABEL.fullmatch(label):
+            raise ValueError(
+                f"labels: {label!r} must start with a letter and hold only letters, digits, "
+                "'_', '.' and '-' (digits alone name versions)"
+            )
+        labels[label] = _non_negative(f"labels.{label}", version)
+    return labels
+
+
+def _sunset(where: str, value: Any) -> datetime.datetime:
+    """A YAML date means midnight UTC; a timestamp without a zone is UTC."""
+    if isinstance(value, datetime.datetime):
+        return value if value.tzinfo else value.replace(tzinfo=datetime.UTC)
+    if isinstance(value, datetime.date):
+        return datetime.datetime.combine(value, datetime.time(), tzinfo=datetime.UTC)
+    raise ValueError(f"{where} must be a date (2027-06-30) or a timestamp, got {value!r}")
+
+
+def _deprecated(name: str, raw: Any, labels: dict[str, int]) -> dict[int, Deprecation]:
+    if not isinstance(raw, list):
+        raise TypeError("deprecated must be a list")
+    deprecated = {}
+    for index, item in enumerate(raw):
+        where = f"deprecated[{index}]"
+        _check_keys(where, item, {"version", "sunset", "replacement", "link"})
+        for key in ("version", "sunset", "replacement"):
+            _require(where, item, key)
+        version = _non_negative(f"{where}.version", item["version"])
+        if version in deprecated:
+            raise ValueError(f"{where}: version {version} is listed more than once")
+        replacement = str(item["replacement"])
+        if not (replacement.isdigit() or replacement in labels):
+            raise ValueError(
+                f"deprecated version {version}: replacement {replacement!r} is neither a "
+                f"version number nor one of the labels {sorted(labels)}"
+            )
+        deprecated[version] = Deprecation(
+            sunset=_sunset(f"deprecated version {version}: sunset", item["sunset"]),
+            replacement=replacement,
+            link=str(item.get("link") or f"/v2/models/{name}/versions/{replacement}"),
+        )
+    return deprecated

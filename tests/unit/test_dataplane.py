@@ -7,15 +7,22 @@ and cancellation alike.
 from __future__ import annotations
 
 import asyncio
+import datetime
 
 import numpy as np
 import pytest
 
 from server.core import datatypes
 from server.core.dataplane import DataPlane, ModelMetadata, ServerInfo, TensorMetadata
-from server.core.errors import InvalidRequest, ModelNotFound, ModelUnavailable, RuntimeFailure
+from server.core.errors import (
+    InvalidRequest,
+    ModelNotFound,
+    ModelUnavailable,
+    RuntimeFailure,
+    VersionRetired,
+)
 from server.core.inference import InferenceRequest, Plan
-from server.core.model_config import ModelConfig
+from server.core.model_config import Deprecation, ModelConfig
 from server.core.models import IndexEntry, Outputs, ServedModel
 from server.core.statistics import BatcherStatistics, Duration, ModelStats
 from server.core.tensors import Signature, Tensor, TensorSpec
@@ -33,9 +40,9 @@ SIGNATURE = Signature(
 class FakeVersion:
     """Validates for real; `submit` hands out futures the test resolves by hand."""
 
-    def __init__(self, version: int) -> None:
+    def __init__(self, version: int, config: ModelConfig | None = None) -> None:
         self.name, self.version = "m", version
-        self.config = ModelConfig("m", max_batch_size=8)
+        self.config = config or ModelConfig("m", max_batch_size=8)
         self.signature = SIGNATURE
         self.stats = ModelStats()
         self.submitted: list[tuple[Plan, float | None, asyncio.Future[Outputs]]] = []
@@ -216,15 +223,45 @@ def test_statistics_select_all_one_model_or_one_version(
         dataplane.statistics("other")
 
 
-def test_readiness_follows_liveness_and_the_store(dataplane: DataPlane) -> None:
+def test_readiness_follows_the_store_until_shutdown_begins(dataplane: DataPlane) -> None:
     assert dataplane.ready()
     assert dataplane.model_ready("m", "1")
     assert not dataplane.model_ready("other")
-    dataplane.live = False
+    dataplane.accepting = False
     assert not dataplane.ready()
+    assert dataplane.live  # a draining server is still alive
 
 
 def test_an_empty_store_is_not_ready() -> None:
     dataplane = DataPlane(FakeStore(), ServerInfo("srv", "1.0"))
     assert not dataplane.ready()
     assert not dataplane.model_ready("m")
+
+
+def deprecated_plane(sunset: datetime.datetime) -> tuple[DataPlane, FakeVersion]:
+    notice = Deprecation(sunset, "2", "/v2/models/m/versions/2")
+    old = FakeVersion(1, ModelConfig("m", max_batch_size=8, deprecated={1: notice}))
+    return DataPlane(FakeStore(old, FakeVersion(2)), ServerInfo("srv", "1.0")), old
+
+
+async def test_a_deprecated_version_answers_with_its_notice_and_counts_the_use() -> None:
+    sunset = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=30)
+    dataplane, old = deprecated_plane(sunset)
+    responder = asyncio.create_task(answer(old, [np.ones((1, 2)), np.arange(1)]))
+    response = await dataplane.infer(request(np.ones((1, 2), np.float32), version="1"))
+    await responder
+    assert response.deprecation == Deprecation(sunset, "2", "/v2/models/m/versions/2")
+    assert old.stats.deprecated_uses == 1
+
+
+async def test_after_its_sunset_a_version_is_refused_naming_its_replacement() -> None:
+    sunset = datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC)
+    dataplane, old = deprecated_plane(sunset)
+    with pytest.raises(VersionRetired) as info:
+        await dataplane.infer(request(np.ones((1, 2), np.float32), version="1"))
+    assert str(info.value) == (
+        "model 'm' version 1 was retired on 2020-01-01T00:00:00+00:00; use version 2 "
+        "(/v2/models/m/versions/2)"
+    )
+    assert old.submitted == []
+    assert old.stats.fail.count == 1

@@ -17,6 +17,8 @@ import onnxruntime as ort
 import pytest
 import yaml
 
+from server.repository.config import load_config
+
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = ["digits", "text_direction", "minilm", "silero_vad"]
 
@@ -153,6 +155,15 @@ def test_silero_vad_runs_on_a_chunk_and_returns_a_new_state(repository: Path) ->
         assert probability.shape == (1, 1) and 0.0 <= probability.item() <= 1.0
         assert new_state.shape == (2, 1, 128) and not np.array_equal(new_state, state)
         state = new_state
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_the_committed_config_parses_as_the_server_reads_it(name: str) -> None:
+    """The server's own parser, with its strict integers, accepts every committed config."""
+    config = load_config(ROOT / "models" / name)
+    raw = yaml.safe_load((ROOT / "models" / name / "config.yaml").read_text())
+    assert config.name == name
+    assert config.max_batch_size == raw["max_batch_size"]
 
 
 @pytest.mark.parametrize("name", MODELS)

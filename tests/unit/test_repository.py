@@ -7,12 +7,15 @@ path, and fails where a test tells it to.
 from __future__ import annotations
 
 import asyncio
+import shutil
+import threading
 from pathlib import Path
 
 import pytest
 
 from server.core import datatypes
 from server.core.errors import (
+    ControlDisabled,
     ForbiddenPath,
     InvalidRequest,
     ModelNotFound,
@@ -24,6 +27,7 @@ from server.core.model_config import ModelConfig
 from server.core.models import IndexEntry, Outputs
 from server.core.statistics import BatcherStatistics, ModelStats
 from server.core.tensors import Signature, TensorSpec
+from server.repository.poller import Poller
 from server.repository.repository import Repository
 
 FP32 = datatypes.BY_NAME["FP32"]
@@ -106,15 +110,15 @@ def served(repository: Repository, name: str) -> list[int]:
 async def test_load_all_builds_the_versions_each_policy_selects(
     repository: Repository, factory: FakeFactory, root: Path, changes: list[tuple[str, bool]]
 ) -> None:
-    await repository.load_all()
+    await repository.start()
     assert served(repository, "a") == [2]  # latest 1 by default
     assert served(repository, "b") == [1, 3]
     assert repository.resolve("b").version == 3
     assert repository.resolve("b", "1").version == 1
     assert {(v.name, v.version, v.path) for v in factory.built} == {
-        ("a", 2, root / "a" / "2" / "model.onnx"),
-        ("b", 1, root / "b" / "1" / "model.onnx"),
-        ("b", 3, root / "b" / "3" / "model.onnx"),
+        (("a", 2, root / "a" / "2")),
+        ("b", 1, root / "b" / "1"),
+        ("b", 3, root / "b" / "3"),
     }
     assert sorted(changes) == [("a", True), ("b", True)]
     assert repository.is_ready()
@@ -128,7 +132,7 @@ async def test_load_all_builds_the_versions_each_policy_selects(
 async def test_resolve_refuses_unknown_models_versions_and_malformed_versions(
     repository: Repository,
 ) -> None:
-    await repository.load_all()
+    await repository.start()
     with pytest.raises(ModelNotFound, match="unknown model 'zzz'"):
         repository.resolve("zzz")
     with pytest.raises(ModelNotFound, match=r"model 'a' has no ready version 1; ready: \[2\]"):
@@ -140,7 +144,7 @@ async def test_resolve_refuses_unknown_models_versions_and_malformed_versions(
 async def test_a_reload_serves_new_versions_and_drains_the_old_ones(
     repository: Repository, factory: FakeFactory, root: Path
 ) -> None:
-    await repository.load_all()
+    await repository.start()
     old = repository.resolve("a")
     add_version(root, "a", 5)
     await repository.load("a")
@@ -152,7 +156,7 @@ async def test_a_reload_serves_new_versions_and_drains_the_old_ones(
 async def test_a_failed_reload_keeps_the_old_versions_serving(
     repository: Repository, factory: FakeFactory, root: Path
 ) -> None:
-    await repository.load_all()
+    await repository.start()
     old = repository.resolve("a")
     add_version(root, "a", 7)
     factory.failing.add(("a", 7))
@@ -171,7 +175,7 @@ async def test_one_broken_version_does_not_stop_the_others(
     repository: Repository, factory: FakeFactory
 ) -> None:
     factory.failing.add(("b", 1))
-    await repository.load_all()
+    await repository.start()
     assert served(repository, "b") == [3]
     assert [e for e in repository.index() if e.name == "b"] == [
         IndexEntry("b", "1", "UNAVAILABLE", "version 1: cannot load b/1"),
@@ -183,7 +187,7 @@ async def test_a_model_that_cannot_load_is_unavailable_and_the_server_not_ready(
     repository: Repository, factory: FakeFactory, changes: list[tuple[str, bool]]
 ) -> None:
     factory.failing.add(("a", 2))
-    await repository.load_all()
+    await repository.start()
     with pytest.raises(ModelUnavailable, match="model 'a' has no ready version"):
         repository.resolve("a")
     assert ("a", False) in changes
@@ -192,16 +196,26 @@ async def test_a_model_that_cannot_load_is_unavailable_and_the_server_not_ready(
 
 async def test_a_bad_config_is_reported_in_the_index(repository: Repository, root: Path) -> None:
     (root / "a" / "config.yaml").write_text("max_batch_size: '3'\n")
-    await repository.load_all()
+    await repository.start()
     (entry,) = [e for e in repository.index() if e.name == "a"]
     assert entry.state == "UNAVAILABLE"
     assert "max_batch_size must be an integer, got '3'" in entry.reason
 
 
+async def test_unloading_what_is_not_loaded_succeeds(repository: Repository) -> None:
+    await repository.start(["b"])
+    await repository.unload("a")
+    assert [e for e in repository.index() if e.name == "a"] == [
+        IndexEntry("a", "", "UNAVAILABLE", "unloaded")
+    ]
+    with pytest.raises(ModelNotFound, match="no model 'nope' in the repository"):
+        await repository.unload("nope")
+
+
 async def test_unload_drains_the_versions_and_leaves_the_server_ready(
     repository: Repository, changes: list[tuple[str, bool]]
 ) -> None:
-    await repository.load_all()
+    await repository.start()
     versions = repository.versions("b")
     await repository.unload("b")
     assert all(v.closed for v in versions)  # type: ignore[attr-defined]
@@ -226,10 +240,152 @@ async def test_model_names_must_stay_inside_the_repository(repository: Repositor
 
 
 async def test_close_drains_every_version(repository: Repository) -> None:
-    await repository.load_all()
+    await repository.start()
     versions = repository.loaded()
     await repository.close()
     assert len(versions) == 3
     assert all(v.closed for v in versions)  # type: ignore[attr-defined]
     assert repository.loaded() == []
 
+
+async def test_labels_name_versions(repository: Repository, root: Path) -> None:
+    (root / "b" / "config.yaml").write_text(
+        "version_policy: {all: true}\nlabels: {stable: 1, canary: 3}\n"
+    )
+    await repository.start()
+    assert repository.resolve("b", "stable").version == 1
+    assert repository.resolve("b", "canary").version == 3
+    with pytest.raises(InvalidRequest) as info:
+        repository.resolve("b", "beta")
+    assert str(info.value) == (
+        "model_version 'beta' must be an integer, one of the labels ['canary', 'stable'], or empty"
+    )
+
+
+async def test_a_reload_rebuilds_only_the_versions_that_changed(
+    repository: Repository, factory: FakeFactory, root: Path
+) -> None:
+    await repository.start()
+    one, three = repository.versions("b")
+    one.stats.inference_count = 7  # statistics survive for what is kept
+    (root / "b" / "3" / "model.onnx").write_bytes(b"a new version 3, longer than before")
+    add_version(root, "b", 4)
+    await repository.load("b")
+    kept, rebuilt, added = repository.versions("b")
+    assert kept is one
+    assert kept.stats.inference_count == 7
+    assert rebuilt is not three and rebuilt.version == 3
+    assert three.closed  # type: ignore[attr-defined]
+    assert not one.closed  # type: ignore[attr-defined]
+    assert added.version == 4
+
+
+async def test_a_config_change_rebuilds_every_version(
+    repository: Repository, factory: FakeFactory, root: Path
+) -> None:
+    await repository.start()
+    before = repository.versions("b")
+    (root / "b" / "config.yaml").write_text("version_policy: {all: true}\nmax_batch_size: 4\n")
+    await repository.load("b")
+    after = repository.versions("b")
+    assert all(new is not old for new, old in zip(after, before, strict=True))
+    assert all(v.config.max_batch_size == 4 for v in after)
+
+
+async def test_start_loads_only_the_models_asked_for(repository: Repository) -> None:
+    await repository.start(["b"])
+    assert served(repository, "b") == [1, 3]
+    assert repository.versions("a") == []
+    assert repository.is_ready()  # 'a' was never expected
+    assert [e for e in repository.index() if e.name == "a"] == [
+        IndexEntry("a", "", "UNAVAILABLE", "not loaded")
+    ]
+
+
+async def test_the_rpcs_are_refused_when_control_is_not_explicit(
+    root: Path, factory: FakeFactory
+) -> None:
+    repository = Repository(root, factory, rpc_control=False, mode="poll")
+    await repository.start()
+    for action in (repository.load, repository.unload):
+        with pytest.raises(ControlDisabled) as info:
+            await action("a")
+        assert "disabled in model control mode 'poll'" in str(info.value)
+    assert served(repository, "a") == [2]
+
+
+async def test_a_cancelled_load_still_finishes_and_leaves_true_states(
+    root: Path,
+) -> None:
+    release = threading.Event()
+
+    def slow(name: str, number: int, config: ModelConfig, path: Path) -> FakeVersion:
+        release.wait(10)
+        return FakeVersion(name, number, config, path)
+
+    repository = Repository(root, slow)
+    caller = asyncio.create_task(repository.load("a"))
+    while not any(e.state == "LOADING" for e in repository.index()):
+        await asyncio.sleep(0)
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    release.set()
+    while any(e.state == "LOADING" for e in repository.index()):
+        await asyncio.sleep(0.01)
+    assert served(repository, "a") == [2]
+    assert [e for e in repository.index() if e.name == "a"] == [IndexEntry("a", "2", "READY", "")]
+
+
+async def test_a_link_out_of_the_repository_is_refused_and_recorded(
+    repository: Repository, root: Path, tmp_path: Path
+) -> None:
+    outside = tmp_path / "outside"
+    add_version(outside, "evil", 1)
+    (root / "evil").symlink_to(outside / "evil")
+    await repository.start()
+    assert [e for e in repository.index() if e.name == "evil"] == [
+        IndexEntry(
+            "evil", "", "UNAVAILABLE", "model 'evil' is a link that resolves outside the repository"
+        )
+    ]
+    assert not repository.is_ready()
+    assert str(outside) not in repository.index()[-1].reason
+
+
+async def test_the_poller_follows_the_directory(
+    repository: Repository, root: Path, factory: FakeFactory
+) -> None:
+    await repository.start()
+    poller = Poller(repository, 3600)
+    poller.start()
+    try:
+        add_version(root, "c", 1)  # a new model
+        await poller.poll()
+        assert served(repository, "c") == [1]
+
+        shutil.rmtree(root / "c")  # a removed model is forgotten
+        await poller.poll()
+        with pytest.raises(ModelNotFound):
+            repository.resolve("c")
+
+        add_version(root, "c", 1)  # and back, with fresh statistics
+        await poller.poll()
+        assert repository.resolve("c").stats.inference_count == 0
+
+        add_version(root, "b", 5)  # a new version of an existing model
+        await poller.poll()
+        assert served(repository, "b") == [1, 3, 5]
+        shutil.rmtree(root / "b" / "1")  # and a removed one
+        await poller.poll()
+        assert served(repository, "b") == [3, 5]
+
+        (root / "a" / "config.yaml").write_text("max_batch_size: 2\n")  # a config edit
+        await poller.poll()
+        assert repository.resolve("a").config.max_batch_size == 2
+
+        built = len(factory.built)
+        await poller.poll()  # nothing changed: nothing is rebuilt
+        assert len(factory.built) == built
+    finally:
+        await poller.stop()

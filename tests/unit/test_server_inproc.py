@@ -21,6 +21,7 @@ MODEL = "double"
 WIDTH = 4
 REQUESTS = 1000
 
+LOOPS = ("asyncio", "uvloop")  # the server runs on uvloop; the tests on both loops
 pytestmark = pytest.mark.timeout(60)
 
 
@@ -126,6 +127,7 @@ async def test_a_bad_request_on_a_stream_fails_alone(stub: Stub) -> None:
     assert len(by_id) == count
     failed = by_id.pop("bad")
     assert failed.error_message == "input 'x': datatype INT32 does not match the model's FP32"
+    assert failed.infer_response.parameters["error_code"].string_param == "INVALID_ARGUMENT"
     assert failed.infer_response.model_name == MODEL
     for index in range(count):
         if index != bad:
@@ -141,6 +143,8 @@ async def test_a_stream_survives_an_unknown_model_and_keeps_serving(stub: Stub) 
     replies = [reply async for reply in stub.ModelStreamInfer(requests())]
     by_id = {reply.infer_response.id: reply for reply in replies}
     assert by_id["lost"].error_message == "unknown model 'nope'"
+    assert by_id["lost"].infer_response.parameters["error_code"].string_param == "NOT_FOUND"
+    assert by_id["req-7"].error_message == ""
     _check(7, by_id["req-7"].infer_response)
 
 
@@ -162,7 +166,50 @@ async def test_unary_errors_carry_the_mapped_status(stub: Stub) -> None:
 
     with pytest.raises(grpc.aio.AioRpcError) as escape:
         await stub.RepositoryModelLoad(pb.RepositoryModelLoadRequest(model_name=".."))
-    assert escape.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert escape.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert escape.value.details() == (
         "model name '..' must name a directory directly inside the repository"
+    )
+
+
+# --- BYTES and ONNX string inputs ------------------------------------------------------------
+
+
+def _text_request(items: list[bytes], raw: bool) -> pb.ModelInferRequest:
+    request = pb.ModelInferRequest(model_name="echo", id="t")
+    tensor = request.inputs.add(name="text", datatype="BYTES", shape=[len(items), 1])
+    if raw:
+        request.raw_input_contents.append(
+            b"".join(len(item).to_bytes(4, "little") + item for item in items)
+        )
+    else:
+        tensor.contents.bytes_contents.extend(items)
+    return request
+
+
+@pytest.mark.parametrize("raw", [True, False], ids=["raw", "typed"])
+async def test_utf8_bytes_reach_a_string_input_as_text_and_come_back(
+    text_stub: Stub, raw: bool
+) -> None:
+    items = ["\u00e9t\u00e9".encode(), b"", b"plain"]
+    response = await text_stub.ModelInfer(_text_request(items, raw))
+    [output] = response.outputs
+    assert (output.name, output.datatype, list(output.shape)) == ("out", "BYTES", [3, 1])
+    if raw:
+        [content] = response.raw_output_contents
+        assert content == b"".join(len(i).to_bytes(4, "little") + i for i in items)
+    else:
+        assert list(output.contents.bytes_contents) == items
+
+
+@pytest.mark.parametrize("raw", [True, False], ids=["raw", "typed"])
+async def test_bytes_that_are_not_utf8_are_refused_by_a_string_input(
+    text_stub: Stub, raw: bool
+) -> None:
+    # The codec keeps BYTES as bytes; the ONNX runtime, which needs text, refuses them.
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await text_stub.ModelInfer(_text_request([b"ok", b"\xff\xfe"], raw))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert refused.value.details() == (
+        "input 'text': BYTES elements must be UTF-8 text for this model's string input"
     )

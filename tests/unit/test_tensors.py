@@ -1,4 +1,6 @@
-"""Protobuf <-> numpy: raw and typed round trips, BYTES framing, and exact error messages."""
+"""The gRPC codec, protobuf <-> domain: raw and typed round trips, BYTES framing, and the
+exact error messages. BYTES elements stay bytes here; only a consumer that needs text
+decodes them (test_server_inproc covers the ONNX string input)."""
 
 from __future__ import annotations
 
@@ -9,15 +11,11 @@ import numpy as np
 import pytest
 
 from inference import grpc_service_pb2 as pb
-from server import datatypes
-from server.errors import InvalidRequest
-from server.tensors import (
-    InferenceRequest,
-    InferenceResponse,
-    Tensor,
-    decode_request,
-    encode_response,
-)
+from server.api.grpc.codec import CONTENTS_FIELD, decode_request, encode_response
+from server.core import datatypes
+from server.core.errors import InvalidRequest
+from server.core.inference import InferenceRequest, InferenceResponse
+from server.core.tensors import Tensor
 
 LIMIT = 1_000_000
 
@@ -52,20 +50,34 @@ def _raw_request(datatype: str, shape: list[int], raw: bytes) -> pb.ModelInferRe
 def _typed_request(datatype: str, shape: list[int], values: list[Any]) -> pb.ModelInferRequest:
     request = pb.ModelInferRequest(model_name="m", id="r1")
     tensor = request.inputs.add(name="x", datatype=datatype, shape=shape)
-    field = datatypes.BY_NAME[datatype].contents_field
+    field = CONTENTS_FIELD.get(datatype)
     if field is not None:
         getattr(tensor.contents, field).extend(values)
     return request
 
 
-def _decode_error(request: pb.ModelInferRequest, limit: int = LIMIT) -> str:
+def _decode_error(request: pb.ModelInferRequest, limit: int = LIMIT, tensor: str = "x") -> str:
+    """The message of the InvalidRequest that decoding raises, which names `tensor`."""
     with pytest.raises(InvalidRequest) as failure:
         decode_request(request, limit)
+    assert failure.value.tensor == tensor
     return str(failure.value)
 
 
 def _response(*tensors: Tensor, raw: bool) -> pb.ModelInferResponse:
-    return encode_response(InferenceResponse("m", "2", "r1", list(tensors), raw))
+    return encode_response(InferenceResponse("m", "2", "r1", list(tensors)), raw)
+
+
+def _bytes_tensor(*items: object) -> Tensor:
+    array = np.empty(len(items), dtype=object)
+    array[:] = list(items)
+    return Tensor("y", datatypes.BY_NAME["BYTES"], array)
+
+
+def test_every_datatype_but_fp16_has_a_typed_contents_field() -> None:
+    assert set(datatypes.BY_NAME) - set(CONTENTS_FIELD) == {"FP16"}
+    assert set(CONTENTS_FIELD) <= set(datatypes.BY_NAME)
+    assert set(CONTENTS_FIELD.values()) <= set(pb.InferTensorContents.DESCRIPTOR.fields_by_name)
 
 
 # --- round trips -----------------------------------------------------------------------------
@@ -82,7 +94,6 @@ def test_raw_round_trip(name: str) -> None:
     decoded = decode_request(request, LIMIT)
     assert (decoded.model_name, decoded.model_version, decoded.id) == ("m", "2", "r1")
     assert decoded.requested_outputs == ["y"]
-    assert decoded.raw is True
     [tensor] = decoded.inputs
     assert (tensor.name, tensor.datatype) == ("x", datatype)
     assert tensor.data.dtype == datatype.numpy
@@ -102,13 +113,12 @@ def test_typed_round_trip(name: str) -> None:
     datatype = datatypes.BY_NAME[name]
     values = TYPED_VALUES[name]
     decoded = decode_request(_typed_request(name, [1, 3], values), LIMIT)
-    assert decoded.raw is False
     assert decoded.requested_outputs == []
     [tensor] = decoded.inputs
     assert tensor.data.shape == (1, 3)
     if name == "BYTES":
         assert tensor.data.dtype == object
-        assert tensor.data.ravel().tolist() == [v.decode() for v in values]
+        assert tensor.data.ravel().tolist() == values  # bytes stay bytes
     else:
         assert tensor.data.dtype == datatype.numpy
         assert tensor.data.ravel().tolist() == values
@@ -117,17 +127,43 @@ def test_typed_round_trip(name: str) -> None:
     assert not response.raw_output_contents
     [output] = response.outputs
     assert (output.datatype, list(output.shape)) == (name, [1, 3])
-    assert datatype.contents_field is not None
-    assert list(getattr(output.contents, datatype.contents_field)) == values
+    assert list(getattr(output.contents, CONTENTS_FIELD[name])) == values
 
 
 def test_raw_bytes_round_trip() -> None:
     raw = _length_prefixed(b"hello", b"", "\u00fcber".encode())
     decoded = decode_request(_raw_request("BYTES", [3], raw), LIMIT)
     [tensor] = decoded.inputs
-    assert tensor.data.tolist() == ["hello", "", "\u00fcber"]
+    assert tensor.data.tolist() == [b"hello", b"", "\u00fcber".encode()]
     response = _response(Tensor("y", datatypes.BY_NAME["BYTES"], tensor.data), raw=True)
     assert list(response.raw_output_contents) == [raw]
+
+
+@pytest.mark.parametrize("raw", [True, False], ids=["raw", "typed"])
+def test_bytes_that_are_not_utf8_decode_and_encode_unchanged(raw: bool) -> None:
+    items = [b"\xff\xfe", b"\x00", b"ok"]
+    if raw:
+        request = _raw_request("BYTES", [3], _length_prefixed(*items))
+    else:
+        request = _typed_request("BYTES", [3], items)
+    [tensor] = decode_request(request, LIMIT).inputs
+    assert tensor.data.tolist() == items
+    response = _response(Tensor("y", datatypes.BY_NAME["BYTES"], tensor.data), raw=raw)
+    if raw:
+        assert list(response.raw_output_contents) == [_length_prefixed(*items)]
+    else:
+        assert list(response.outputs[0].contents.bytes_contents) == items
+
+
+@pytest.mark.parametrize("raw", [True, False], ids=["raw", "typed"])
+def test_text_from_the_runtime_is_encoded_as_utf8(raw: bool) -> None:
+    # ONNX Runtime hands string outputs back as str.
+    response = _response(_bytes_tensor("\u00e9t\u00e9", "", b"as is"), raw=raw)
+    expected = ["\u00e9t\u00e9".encode(), b"", b"as is"]
+    if raw:
+        assert list(response.raw_output_contents) == [_length_prefixed(*expected)]
+    else:
+        assert list(response.outputs[0].contents.bytes_contents) == expected
 
 
 def test_a_row_view_encodes_only_its_rows() -> None:
@@ -174,7 +210,7 @@ def test_a_request_of_several_raw_inputs_keeps_their_order() -> None:
 def test_raw_entries_must_match_the_inputs() -> None:
     request = _raw_request("FP32", [1], np.zeros(1, np.float32).tobytes())
     request.inputs.add(name="z", datatype="FP32", shape=[1])
-    assert _decode_error(request) == (
+    assert _decode_error(request, tensor="") == (
         "raw_input_contents has 1 entries but the request has 2 inputs; expected one entry "
         "per input, in input order"
     )
@@ -229,8 +265,8 @@ def test_raw_bytes_element_running_past_the_end() -> None:
     )
 
 
-@pytest.mark.parametrize(("items", "shape"), [((b"a", b"b"), [1]), ((b"a",), [2, 1]), ((), [1])])
-def test_raw_bytes_element_count_must_fit_the_shape(
+@pytest.mark.parametrize(("items", "shape"), [((b"a",), [2, 1]), ((), [1])])
+def test_raw_bytes_with_too_few_elements_for_the_shape(
     items: tuple[bytes, ...], shape: list[int]
 ) -> None:
     needs = int(np.prod(shape))
@@ -239,10 +275,30 @@ def test_raw_bytes_element_count_must_fit_the_shape(
     )
 
 
-def test_bytes_must_be_utf8_text() -> None:
-    message = "input 'x': BYTES elements must be UTF-8 text for an ONNX string tensor"
-    assert _decode_error(_raw_request("BYTES", [1], _length_prefixed(b"\xff"))) == message
-    assert _decode_error(_typed_request("BYTES", [1], [b"\xff"])) == message
+@pytest.mark.parametrize(
+    ("items", "shape"),
+    [
+        pytest.param((b"a", b"b"), [1], id="one too many"),
+        pytest.param((b"a",), [0], id="any for an empty shape"),
+        pytest.param((b"",) * 100_000, [1], id="a flood of zero-length elements"),
+    ],
+)
+def test_raw_bytes_with_more_elements_than_the_shape_stop_at_the_first_extra(
+    items: tuple[bytes, ...], shape: list[int]
+) -> None:
+    # The parser stops at the count the shape declares, so a flood of 4-byte zero-length
+    # prefixes under a one-element shape costs one element's work, not 100,000.
+    needs = int(np.prod(shape))
+    assert _decode_error(_raw_request("BYTES", shape, _length_prefixed(*items))) == (
+        f"input 'x': raw content holds more than the {needs} BYTES elements that shape "
+        f"{shape} declares"
+    )
+
+
+def test_an_empty_bytes_tensor_decodes_from_empty_raw_content() -> None:
+    [tensor] = decode_request(_raw_request("BYTES", [0, 2], b""), LIMIT).inputs
+    assert tensor.data.shape == (0, 2)
+    assert tensor.data.dtype == object
 
 
 def test_fp16_must_be_raw() -> None:

@@ -1,17 +1,17 @@
-"""A decoded request against a model's signature: each refusal names the input and what
-was expected, in the exact words clients see."""
+"""A decoded request against a model's signature: a fitting one becomes a Plan, and each
+refusal names the input and what was expected, in the exact words clients see, and in
+the error's structured fields."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from server import datatypes
-from server.config import TensorSpec
-from server.errors import InvalidRequest
-from server.runtime import Signature
-from server.tensors import InferenceRequest, Tensor
-from server.validation import Validator
+from server.core import datatypes
+from server.core.errors import InvalidRequest
+from server.core.inference import InferenceRequest, Plan
+from server.core.tensors import Signature, Tensor, TensorSpec
+from server.core.validation import Validator
 
 FP32 = datatypes.BY_NAME["FP32"]
 INT64 = datatypes.BY_NAME["INT64"]
@@ -33,7 +33,7 @@ UNBATCHED = Signature(
 
 
 def _request(*tensors: Tensor, outputs: tuple[str, ...] = ()) -> InferenceRequest:
-    return InferenceRequest("m", "", "r", list(tensors), list(outputs), raw=True)
+    return InferenceRequest("m", "", "r", list(tensors), list(outputs))
 
 
 def _x(*shape: int) -> Tensor:
@@ -44,28 +44,47 @@ def _ids(*shape: int, name: str = "ids") -> Tensor:
     return Tensor(name, INT64, np.zeros(shape, np.int64))
 
 
-def _error(signature: Signature, request: InferenceRequest) -> str:
+def _error(signature: Signature, request: InferenceRequest, tensor: str | None = None) -> str:
+    """The refusal's message; the error names model 'm' and `tensor` (default: input x)."""
     with pytest.raises(InvalidRequest) as failure:
         Validator("m", signature).check(request)
-    return str(failure.value)
+    error = failure.value
+    assert (error.model, error.version, error.reason) == ("m", "", "invalid_request")
+    assert error.tensor == ("x" if tensor is None else tensor)
+    return str(error)
 
 
-def test_a_fitting_request_returns_its_rows_and_every_output() -> None:
-    rows, outputs = Validator("m", BATCHED).check(_request(_x(2, 3), _ids(2, 7)))
-    assert (rows, outputs) == (2, ("y", "z"))
+def test_a_fitting_request_becomes_a_plan_of_its_feeds_rows_and_every_output() -> None:
+    x, ids = _x(2, 3), _ids(2, 7)
+    plan = Validator("m", BATCHED).check(_request(x, ids))
+    assert isinstance(plan, Plan)
+    assert (plan.outputs, plan.output_types, plan.rows) == (("y", "z"), (FP32, FP32), 2)
+    assert list(plan.feeds) == ["x", "ids"]
+    assert plan.feeds["x"] is x.data  # the decoded arrays, not copies
+    assert plan.feeds["ids"] is ids.data
 
 
-def test_requested_outputs_keep_the_clients_order() -> None:
-    request = _request(_x(1, 3), _ids(1, 1), _ids(1, 1, name="mask"), outputs=("z", "y"))
-    assert Validator("m", BATCHED).check(request) == (1, ("z", "y"))
+def test_requested_outputs_keep_the_clients_order_and_types() -> None:
+    wide = Signature(
+        2, (TensorSpec("x", FP32, (3,)),), (*BATCHED.outputs, TensorSpec("n", INT64, ()))
+    )
+    plan = Validator("m", wide).check(_request(_x(1, 3), outputs=("n", "y")))
+    assert (plan.outputs, plan.output_types, plan.rows) == (("n", "y"), (INT64, FP32), 1)
+
+
+def test_an_optional_input_may_be_sent() -> None:
+    request = _request(_x(1, 3), _ids(1, 1), _ids(1, 4, name="mask"), outputs=("z", "y"))
+    plan = Validator("m", BATCHED).check(request)
+    assert (sorted(plan.feeds), plan.outputs, plan.rows) == (["ids", "mask", "x"], ("z", "y"), 1)
 
 
 def test_an_unbatched_model_has_no_rows() -> None:
-    assert Validator("m", UNBATCHED).check(_request(_x(2, 9))) == (0, ("y",))
+    plan = Validator("m", UNBATCHED).check(_request(_x(2, 9)))
+    assert (plan.rows, plan.outputs) == (0, ("y",))
 
 
 def test_an_unexpected_input_is_named() -> None:
-    assert _error(BATCHED, _request(_x(1, 3), _ids(1, 1), _ids(1, 1, name="extra"))) == (
+    assert _error(BATCHED, _request(_x(1, 3), _ids(1, 1), _ids(1, 1, name="extra")), "extra") == (
         "unexpected input 'extra' for model 'm'; expected inputs: ['ids', 'mask', 'x']"
     )
 
@@ -104,24 +123,24 @@ def test_the_batch_size_must_be_within_max_batch_size(rows: int) -> None:
 
 
 def test_inputs_must_agree_on_the_batch_size() -> None:
-    assert _error(BATCHED, _request(_x(2, 3), _ids(3, 1))) == (
+    assert _error(BATCHED, _request(_x(2, 3), _ids(3, 1)), "ids") == (
         "input 'ids': batch size 3 differs from the other inputs' 2"
     )
 
 
 def test_a_missing_required_input_is_named_but_an_optional_one_may_be_left_out() -> None:
-    assert _error(BATCHED, _request(_x(1, 3))) == (
+    assert _error(BATCHED, _request(_x(1, 3)), "ids") == (
         "missing input(s) ['ids'] for model 'm'; expected inputs: ['ids', 'mask', 'x']"
     )
 
 
 def test_an_unknown_requested_output_is_named() -> None:
-    assert _error(BATCHED, _request(_x(1, 3), _ids(1, 1), outputs=("y", "w"))) == (
+    assert _error(BATCHED, _request(_x(1, 3), _ids(1, 1), outputs=("y", "w")), "w") == (
         "requested output 'w' is not an output of model 'm'; expected one of ['y', 'z']"
     )
 
 
 def test_an_output_requested_twice_is_refused() -> None:
-    assert _error(BATCHED, _request(_x(1, 3), _ids(1, 1), outputs=("y", "y"))) == (
+    assert _error(BATCHED, _request(_x(1, 3), _ids(1, 1), outputs=("y", "y")), "") == (
         "requested outputs ['y', 'y'] name an output more than once"
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import functools
 from collections.abc import AsyncIterator
 
@@ -10,30 +11,55 @@ import grpc
 import numpy as np
 
 from inference import grpc_service_pb2 as pb
-from inference import grpc_service_pb2_grpc as pb_grpc
-from server.api.grpc import messages
+from server.api.grpc import messages, registration
 from server.api.grpc.codec import decode_request, encode_response
+from server.api.grpc.registration import Malformed
 from server.api.grpc.status import grpc_errors, status_for
 from server.core.dataplane import DataPlane, Running
 from server.core.errors import InvalidRequest
+from server.core.model_config import Deprecation
+
+SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+# A failed request on a stream carries its status code here, next to error_message.
+STREAM_ERROR_CODE = "error_code"
 
 
-class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, dataplane: DataPlane, max_elements: int) -> None:
+def deprecation_metadata(deprecation: Deprecation) -> tuple[tuple[str, str], ...]:
+    """Initial metadata, which the gateway turns into HTTP headers (the draft-standard
+    Deprecation header, RFC 8594 Sunset, and a successor-version Link)."""
+    return (
+        ("deprecation", "true"),
+        ("sunset", email.utils.format_datetime(deprecation.sunset, usegmt=True)),
+        ("link", f'<{deprecation.link}>; rel="successor-version"'),
+    )
+
+
+class InferenceServicer:
+    def __init__(
+        self, dataplane: DataPlane, max_elements: int, max_stream_requests: int = 1024
+    ) -> None:
         self._dataplane = dataplane
         self._max_elements = max_elements
+        self._max_stream_requests = max_stream_requests
 
+    def register(self, server: grpc.aio.Server) -> None:
+        registration.register(server, SERVICE, self)
+
+    @grpc_errors
     async def ServerLive(self, request: pb.ServerLiveRequest, context: object) -> object:
         return pb.ServerLiveResponse(live=self._dataplane.live)
 
+    @grpc_errors
     async def ServerReady(self, request: pb.ServerReadyRequest, context: object) -> object:
         return pb.ServerReadyResponse(ready=self._dataplane.ready())
 
+    @grpc_errors
     async def ModelReady(self, request: pb.ModelReadyRequest, context: object) -> object:
         return pb.ModelReadyResponse(
             ready=self._dataplane.model_ready(request.name, request.version)
         )
 
+    @grpc_errors
     async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: object) -> object:
         return messages.server_metadata(self._dataplane.info)
 
@@ -76,29 +102,37 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     ) -> object:
         decoded = decode_request(request, self._max_elements)
         response = await self._dataplane.infer(decoded, context.time_remaining())
+        if response.deprecation is not None:
+            await context.send_initial_metadata(deprecation_metadata(response.deprecation))
         return encode_response(response, bool(request.raw_input_contents))
 
     async def ModelStreamInfer(
-        self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: object
+        self, request_iterator: AsyncIterator[pb.ModelInferRequest | Malformed], context: object
     ) -> AsyncIterator[pb.ModelStreamInferResponse]:
         """Requests run concurrently, so one stream fills batches; replies come in
-        completion order, correlated by `id`. A failed request gets `error_message` and
-        the stream stays open."""
+        completion order, correlated by `id`. A failed request gets `error_message` and its
+        status code in `infer_response.parameters["error_code"]`, and the stream stays open.
+
+        Backpressure: at most `max_stream_requests` requests are unanswered or unsent at
+        once; beyond that the server stops reading the stream until the client reads
+        replies, so a client that never reads cannot grow the server's memory."""
         replies: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
+        slots = asyncio.Semaphore(self._max_stream_requests)
         pending: set[asyncio.Future[list[np.ndarray]]] = set()
         done_reading = False
 
-        def failed(request: pb.ModelInferRequest, exc: BaseException) -> None:
-            replies.put_nowait(
-                pb.ModelStreamInferResponse(
-                    error_message=status_for(exc)[1],
-                    infer_response=pb.ModelInferResponse(
-                        model_name=request.model_name,
-                        model_version=request.model_version,
-                        id=request.id,
-                    ),
-                )
+        def failed(request: pb.ModelInferRequest | Malformed, exc: BaseException) -> None:
+            code, message = status_for(exc)
+            reply = pb.ModelStreamInferResponse(
+                error_message=message,
+                infer_response=pb.ModelInferResponse(
+                    model_name=request.model_name,
+                    model_version=request.model_version,
+                    id=request.id,
+                ),
             )
+            reply.infer_response.parameters[STREAM_ERROR_CODE].string_param = code.name
+            replies.put_nowait(reply)
 
         def finished(request: pb.ModelInferRequest, running: Running, _: object) -> None:
             pending.discard(running.future)
@@ -114,18 +148,30 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             if done_reading and not pending:
                 replies.put_nowait(None)
 
+        def submit(request: pb.ModelInferRequest | Malformed) -> None:
+            if type(request) is Malformed:
+                raise InvalidRequest(request.error(), reason="malformed")
+            assert isinstance(request, pb.ModelInferRequest)
+            running = self._dataplane.begin(decode_request(request, self._max_elements))
+            pending.add(running.future)
+            running.future.add_done_callback(functools.partial(finished, request, running))
+
         async def read() -> None:
             # No task per request: each queued request answers from its future's callback.
             nonlocal done_reading
             try:
-                async for request in request_iterator:
+                iterator = aiter(request_iterator)
+                while True:
+                    await slots.acquire()  # released once its reply is sent
                     try:
-                        running = self._dataplane.begin(decode_request(request, self._max_elements))
+                        request = await anext(iterator)
+                    except StopAsyncIteration:
+                        slots.release()
+                        break
+                    try:
+                        submit(request)
                     except Exception as exc:
                         failed(request, exc)
-                        continue
-                    pending.add(running.future)
-                    running.future.add_done_callback(functools.partial(finished, request, running))
             finally:
                 done_reading = True
                 if not pending:
@@ -135,6 +181,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         try:
             while (reply := await replies.get()) is not None:
                 yield reply
+                slots.release()
             await reader
         finally:
             reader.cancel()

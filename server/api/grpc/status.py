@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from server.api.grpc.registration import Malformed
 from server.core import errors
 
 log = logging.getLogger(__name__)
@@ -22,10 +23,13 @@ CODES: dict[type[BaseException], grpc.StatusCode] = {
     errors.InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
     errors.ModelNotFound: grpc.StatusCode.NOT_FOUND,
     errors.ModelUnavailable: grpc.StatusCode.UNAVAILABLE,
+    errors.VersionRetired: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.ControlDisabled: grpc.StatusCode.UNAVAILABLE,
     errors.QueueFull: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.RequestExpired: grpc.StatusCode.DEADLINE_EXCEEDED,
     errors.RepositoryError: grpc.StatusCode.INTERNAL,
-    errors.ForbiddenPath: grpc.StatusCode.PERMISSION_DENIED,
+    # Not PERMISSION_DENIED: that one means the caller's credentials do not allow it.
+    errors.ForbiddenPath: grpc.StatusCode.INVALID_ARGUMENT,
     errors.RuntimeFailure: grpc.StatusCode.INTERNAL,
 }
 
@@ -45,11 +49,14 @@ Handler = TypeVar("Handler", bound=Callable[..., Awaitable[Any]])
 
 
 def grpc_errors(method: Handler) -> Handler:
-    """Abort a unary handler's RPC with the mapped status when it raises."""
+    """Abort a unary handler's RPC with the mapped status when it raises; a request whose
+    bytes did not decode is INVALID_ARGUMENT before the handler runs."""
 
     @functools.wraps(method)
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
+            if type(request) is Malformed:
+                raise errors.InvalidRequest(request.error(), reason="malformed")
             return await method(self, request, context)
         except Exception as exc:
             if isinstance(exc, grpc.aio.AbortError):
