@@ -16,8 +16,10 @@ ROWS: dict[type[BaseException], int] = {
     errors.ModelUnavailable: 503,
     errors.QueueFull: 429,
     errors.RequestExpired: 504,
+    errors.VersionRetired: 400,
+    errors.ControlDisabled: 503,
     errors.RepositoryError: 500,
-    errors.ForbiddenPath: 403,
+    errors.ForbiddenPath: 400,
     errors.RuntimeFailure: 500,
 }
 

@@ -25,14 +25,18 @@ OCTET_STREAM = "application/octet-stream"
 STATUS_HEADER = "x-v2-status"
 
 
+Headers = tuple[tuple[str, str], ...]
+
+
 @dataclass(frozen=True, slots=True)
 class Reply:
     body: bytes
     status: int = 200
     header_length: int | None = None  # the JSON header's length when binary data follows
+    headers: Headers = ()  # more response headers (a deprecated version's notice)
 
-    def metadata(self) -> tuple[tuple[str, str], ...]:
-        metadata: tuple[tuple[str, str], ...] = ()
+    def metadata(self) -> Headers:
+        metadata = self.headers
         if self.status != 200:
             metadata += ((STATUS_HEADER, str(self.status)),)
         if self.header_length is not None:

@@ -8,6 +8,7 @@ version, 400 otherwise, as Triton answers).
 
 from __future__ import annotations
 
+import email.utils
 from collections.abc import Iterable
 from typing import Any
 
@@ -16,10 +17,11 @@ from inference import http_service_pb2_grpc as pb_grpc
 from server.api.http import replies
 from server.api.http.binary import HEADER_LENGTH
 from server.api.http.codec import decode_request, encode_response, parse_object
-from server.api.http.reply import Reply, error_reply, rest_call
+from server.api.http.reply import Headers, Reply, error_reply, rest_call
 from server.api.http.status import error_body
 from server.core.dataplane import DataPlane
 from server.core.errors import InferenceError, InvalidRequest, ModelNotFound
+from server.core.model_config import Deprecation
 from server.core.models import READY
 
 NOT_READY = 400
@@ -37,6 +39,18 @@ def _not_ready(message: str) -> Reply:
     return Reply(error_body(message), NOT_READY)
 
 
+def _deprecation_headers(deprecation: Deprecation | None) -> Headers:
+    """A deprecated version's notice: the draft-standard Deprecation header, RFC 8594
+    Sunset, and a successor-version Link (as the gRPC face's initial metadata)."""
+    if deprecation is None:
+        return ()
+    return (
+        ("deprecation", "true"),
+        ("sunset", email.utils.format_datetime(deprecation.sunset, usegmt=True)),
+        ("link", f'<{deprecation.link}>; rel="successor-version"'),
+    )
+
+
 class RestServicer(pb_grpc.HTTPInferenceServiceServicer):
     def __init__(self, dataplane: DataPlane, max_elements: int) -> None:
         self._dataplane = dataplane
@@ -52,7 +66,7 @@ class RestServicer(pb_grpc.HTTPInferenceServiceServicer):
     async def ServerReady(self, request: pb.RestServerRequest, context: Any) -> Reply:
         if self._dataplane.ready():
             return Reply(replies.ready(True))
-        if not self._dataplane.live:
+        if not self._dataplane.accepting:
             return _not_ready("the server is shutting down")
         waiting = sorted(
             {f"{e.name} ({e.state})" for e in self._dataplane.index(False) if e.state != READY}
@@ -99,7 +113,8 @@ class RestServicer(pb_grpc.HTTPInferenceServiceServicer):
         )
         response = await self._dataplane.infer(decoded, context.time_remaining())
         body, header_length = encode_response(response, form)
-        return Reply(body, header_length=header_length)
+        headers = _deprecation_headers(response.deprecation)
+        return Reply(body, header_length=header_length, headers=headers)
 
     @rest_call
     async def RepositoryIndex(self, request: pb.RestServerRequest, context: Any) -> Reply:

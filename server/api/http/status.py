@@ -23,8 +23,11 @@ STATUSES: dict[type[BaseException], int] = {
     errors.ModelUnavailable: 503,
     errors.QueueFull: 429,
     errors.RequestExpired: 504,
+    errors.VersionRetired: 400,  # FAILED_PRECONDITION; the message names the successor
+    errors.ControlDisabled: 503,
     errors.RepositoryError: 500,
-    errors.ForbiddenPath: 403,
+    # 400, not 403: a 403 says the caller's credentials do not allow it.
+    errors.ForbiddenPath: 400,
     errors.RuntimeFailure: 500,
 }
 
