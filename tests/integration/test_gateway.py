@@ -14,6 +14,7 @@ import re
 import shutil
 import socket
 from collections.abc import Callable, Iterator
+from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as triton
-from grpc_health.v1 import health_pb2
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
@@ -719,6 +720,26 @@ def test_upstream_down(built: BuildOutputs) -> None:
             client.is_server_live()
         client.close()
         assert error.value.status() == "StatusCode.UNAVAILABLE"
+
+
+def test_a_failed_call_is_still_a_v2_error(built: BuildOutputs) -> None:
+    """An upstream without the REST service (a server older than its gateway) fails every
+    REST call outright with UNIMPLEMENTED; the reply is still `{"error": ...}`."""
+    upstream = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    checks = health.HealthServicer()
+    checks.set("inference.GRPCInferenceService", health_pb2.HealthCheckResponse.SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(checks, upstream)
+    port = upstream.add_insecure_port("127.0.0.1:0")
+    upstream.start()
+    try:
+        with (
+            start_gateway(port, build_dir=built.descriptor_path.parent) as gw,
+            httpx.Client(base_url=gw.url) as rest,
+        ):
+            assert _error(rest.get("/v2/health/live"), 501) == "Method not found!"
+            _error(rest.post("/v2/models/digits/infer", json=_INFER_BODY), 501)
+    finally:
+        upstream.stop(None)
 
 
 def test_gateway_recovers_when_the_server_comes_up(repository: Path, built: BuildOutputs) -> None:
