@@ -107,7 +107,7 @@ def test_json_data_is_never_cast_silently(datatype: str, data: Any, message: str
         ({"inputs": [_input("x", "FP32", [-1], data=[1])]}, "input 'x': shape must be"),
         ({"inputs": [_input("x", "FP32", [True], data=[1])]}, "input 'x': shape must be"),
         ({"inputs": [_input("x", "FP32", [1])]}, "input 'x': neither data nor parameters"),
-        ({"id": 7, "inputs": []}, "id must be a str, not a number"),
+        ({"id": 7, "inputs": []}, "id must be a string, not a number"),
         ({"parameters": [], "inputs": []}, "parameters must be a JSON object"),
         ({"parameters": {"p": {}}, "inputs": []}, "parameters: 'p' must be a boolean"),
         ({"outputs": [{}], "inputs": []}, "outputs[0] must be an object with a string name"),

@@ -154,3 +154,12 @@ async def test_override_parameters_are_refused(rest: pb_grpc.HTTPInferenceServic
     metadata, reply = await _call(rest.RepositoryModelLoad, request)
     assert metadata["x-v2-status"] == "400"
     assert "unsupported repository parameters ['config']" in orjson.loads(reply.data)["error"]
+
+
+async def test_unload_dependents_must_be_a_boolean(rest: pb_grpc.HTTPInferenceServiceStub) -> None:
+    body = _body({"parameters": {"unload_dependents": "yes"}})
+    metadata, reply = await _call(
+        rest.RepositoryModelUnload, pb.RestModelRequest(model_name="double", body=body)
+    )
+    assert metadata["x-v2-status"] == "400"
+    assert orjson.loads(reply.data) == {"error": "parameters.unload_dependents must be a boolean"}

@@ -68,7 +68,9 @@ def decode_request(
     header, data = binary.split(body, header_length)
     request = parse_object(header, "the inference request")
     _check_path_fields(request, model_name, model_version)
-    request_id = _typed(request, "id", str, "")
+    request_id = request.get("id", "")
+    if not isinstance(request_id, str):
+        raise InvalidRequest(f"id must be a string, not {_kind(request_id)}")
     parameters = _parameters(request.get("parameters"), "parameters")
     default_binary = parameters.pop(BINARY_OUTPUTS, False)
     if not isinstance(default_binary, bool):
@@ -192,13 +194,6 @@ def _parameters(value: Any, where: str) -> dict[str, Parameter]:
                 f"{where}: '{key}' must be a boolean, number or string, not {_kind(item)}"
             )
     return dict(value)
-
-
-def _typed(request: dict[str, Any], key: str, kind: type, default: Any) -> Any:
-    value = request.get(key, default)
-    if not isinstance(value, kind):
-        raise InvalidRequest(f"{key} must be a {kind.__name__}, not {_kind(value)}")
-    return value
 
 
 def _is_count(value: Any) -> bool:

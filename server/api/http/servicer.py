@@ -153,3 +153,5 @@ def _check_repository_parameters(body: dict[str, Any]) -> None:
             f"unsupported repository parameters {unsupported}: the server loads models "
             "from its repository only"
         )
+    if not isinstance(parameters.get("unload_dependents", False), bool):
+        raise InvalidRequest("parameters.unload_dependents must be a boolean")
