@@ -8,23 +8,6 @@ from typing import Any
 
 from gateway.settings import GatewaySettings, StaticFile
 
-# The gRPC code put in the JSON body of Envoy's own error replies to REST
-# callers: the inverse of the transcoder's gRPC-to-HTTP mapping, so that
-# Envoy's errors and the server's errors read the same.
-GRPC_CODE_FOR_HTTP_STATUS = {
-    400: 3,  # INVALID_ARGUMENT
-    401: 16,  # UNAUTHENTICATED
-    403: 7,  # PERMISSION_DENIED
-    404: 5,  # NOT_FOUND
-    413: 8,  # RESOURCE_EXHAUSTED
-    429: 8,  # RESOURCE_EXHAUSTED
-    500: 13,  # INTERNAL
-    501: 12,  # UNIMPLEMENTED
-    503: 14,  # UNAVAILABLE
-    504: 4,  # DEADLINE_EXCEEDED
-}
-UNKNOWN = 2
-
 # Room for the OpenAPI document and a demo page, each read into memory.
 MAX_STATIC_BYTES = 4 * 1024 * 1024
 
@@ -55,22 +38,23 @@ _REST_CALLER = {
 }
 
 
-def _status_filter(op: str, status: int) -> dict[str, Any]:
-    value = {"default_value": status, "runtime_key": f"gateway.local_reply.{op}.{status}"}
-    return {"status_code_filter": {"comparison": {"op": op, "value": value}}}
-
-
-def _json_error(op: str, status: int, code: int) -> dict[str, Any]:
-    return {
-        "filter": {"and_filter": {"filters": [_status_filter(op, status), _REST_CALLER]}},
-        "body_format_override": {"json_format": {"code": code, "message": "%LOCAL_REPLY_BODY%"}},
-    }
-
-
 def local_reply_mappers() -> list[dict[str, Any]]:
-    """One mapper per known status, then a catch-all for every other error status."""
-    known = [_json_error("EQ", status, code) for status, code in GRPC_CODE_FOR_HTTP_STATUS.items()]
-    return [*known, _json_error("GE", 400, UNKNOWN)]
+    """Envoy's own error replies to REST callers (no route, no healthy upstream, a body too
+    large) in V2 REST's error shape, `{"error": "..."}`, as the server's own errors."""
+    status = {"default_value": 400, "runtime_key": "gateway.local_reply.error_status"}
+    return [
+        {
+            "filter": {
+                "and_filter": {
+                    "filters": [
+                        {"status_code_filter": {"comparison": {"op": "GE", "value": status}}},
+                        _REST_CALLER,
+                    ]
+                }
+            },
+            "body_format_override": {"json_format": {"error": "%LOCAL_REPLY_BODY%"}},
+        }
+    ]
 
 
 def cors_origin_matcher(origin: str) -> dict[str, Any]:

@@ -1,9 +1,8 @@
 """The descriptor set that Envoy's gRPC-JSON transcoder reads.
 
 Built from `protos/` with `--include_imports` (the transcoder needs
-google/api/http.proto and every message type in one file) and
-`--include_source_info` (the OpenAPI generator turns proto comments into
-descriptions).
+google/api/http.proto, google/api/httpbody.proto and every message type in one file) and
+`--include_source_info` (the proto comments, for whoever reads the set).
 """
 
 from importlib import resources

@@ -1,10 +1,9 @@
-"""The OpenAPI 3.0 document of the REST face, generated from the descriptor set.
+"""The OpenAPI 3.0 document of the V2 REST face, written by hand to say what the server
+really accepts and answers (schemas in `gateway.v2_schemas`).
 
-It reads the same google.api.http rules that Envoy's transcoder routes by, so
-the document cannot drift from what the gateway serves. No maintained
-generator installs from the registries we reach: grpc-gateway's
-protoc-gen-openapiv2 and gnostic's protoc-gen-openapi are Go programs (the PyPI
-package protoc-gen-openapiv2 holds only annotation protos), hence this small one.
+Its paths are checked against the google.api.http rules of inference.HTTPInferenceService,
+which Envoy's transcoder routes by: `build_openapi` refuses to write a document whose
+paths and methods differ from the descriptor set's, so the two cannot drift apart.
 """
 
 import json
@@ -13,189 +12,271 @@ from pathlib import Path
 from typing import Any
 
 from google.api import annotations_pb2, http_pb2
-from google.protobuf.descriptor_pb2 import (
-    FieldDescriptorProto,
-    FileDescriptorSet,
-    MethodDescriptorProto,
-)
+from google.protobuf.descriptor_pb2 import FileDescriptorSet
 
-from gateway.protoindex import ProtoIndex
-from gateway.schemas import Schema, SchemaBuilder, component_ref
+from gateway.v2_schemas import SCHEMAS, Schema, ref
 
-SERVICES = ("inference.GRPCInferenceService",)
+SERVICE = "inference.HTTPInferenceService"
 TITLE = "Open Inference Protocol (KServe V2) REST API"
-DESCRIPTION = (
-    "The REST face of inference.GRPCInferenceService, transcoded to gRPC by the gateway. "
-    "Bodies are the proto3 JSON mapping of the gRPC messages, with proto field names: "
-    "64-bit integers print as decimal strings, bytes as base64."
-)
-# The API is versioned by its proto package: `inference` is V2.
 API_VERSION = "2"
+DESCRIPTION = """\
+The V2 REST protocol (KServe Open Inference Protocol, HTTP/REST) with Triton's binary \
+tensor data, model configuration, statistics and model repository extensions, as \
+tritonclient.http and perf_analyzer speak it. The path alone names the model and \
+version; no endpoint takes query parameters (a query string is refused with 400). \
+Errors are `{"error": "..."}` with the status of their kind: 400 a malformed request or \
+one that does not fit the model, 404 an unknown model, version or path, 429 a full \
+queue, 503 a model without a ready version or the server unreachable, 504 a deadline \
+passed, 500 anything else."""
 
-_VARIABLE = re.compile(r"\{([^}=]+)(?:=[^}]*)?\}")
-# How deep query parameters reach into nested request messages.
-_MAX_QUERY_DEPTH = 3
+Operation = dict[str, Any]
 
-_STATUS = "google.rpc.Status"
-_STATUS_SCHEMA: Schema = {
-    "type": "object",
-    "description": "An error: a gRPC status code and message. The HTTP status is mapped "
-    "from the code (NOT_FOUND 404, INVALID_ARGUMENT 400, UNAVAILABLE 503, ...).",
-    "properties": {
-        "code": {"type": "integer", "format": "int32"},
-        "message": {"type": "string"},
-        "details": {"type": "array", "items": {"type": "object"}},
-    },
+
+class DocumentMismatch(RuntimeError):
+    """The document's operations are not the annotated REST bindings."""
+
+
+def _json(schema: Schema) -> dict[str, Any]:
+    return {"application/json": {"schema": schema}}
+
+
+def _path_parameter(name: str) -> dict[str, Any]:
+    if name == "model_version":
+        schema: Schema = {"type": "string", "pattern": "^[0-9]+$"}
+        description = "A model version: an integer directory of the model."
+    else:
+        schema = {"type": "string", "minLength": 1}
+        description = "A model's name in the repository."
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "schema": schema,
+        "description": description,
+    }
+
+
+_HEADER_LENGTH = {
+    "name": "Inference-Header-Content-Length",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "integer", "minimum": 0},
+    "description": "Binary tensor data extension: the body's JSON header is this many bytes; "
+    "the inputs' binary data follows it.",
+}
+
+_ERRORS = {
+    "400": "Malformed, or does not fit the model",
+    "404": "No such model, version or path",
+    "503": "The model has no ready version, or the server is unreachable",
+    "default": "Any other error",
 }
 
 
-def _bindings(rule: http_pb2.HttpRule) -> list[http_pb2.HttpRule]:
-    return [rule, *rule.additional_bindings]
+def _responses(ok: Schema, *errors: str, ok_description: str = "OK") -> dict[str, Any]:
+    responses: dict[str, Any] = {"200": {"description": ok_description, "content": _json(ok)}}
+    for status in (*errors, "default"):
+        responses[status] = {"description": _ERRORS[status], "content": _json(ref("Error"))}
+    return responses
 
 
-def _verb_and_template(rule: http_pb2.HttpRule) -> tuple[str, str] | None:
+def _operation(
+    operation_id: str, summary: str, path: str, responses: dict[str, Any], **extra: Any
+) -> Operation:
+    names = re.findall(r"\{(\w+)\}", path)
+    return {
+        "operationId": operation_id,
+        "summary": summary,
+        "parameters": [_path_parameter(n) for n in names] + extra.pop("parameters", []),
+        "responses": responses,
+        **extra,
+    }
+
+
+def _model_paths(suffix: str) -> list[tuple[str, str]]:
+    """The unversioned and versioned path of a model endpoint, with operation id suffixes."""
+    return [
+        (f"/v2/models/{{model_name}}{suffix}", ""),
+        (f"/v2/models/{{model_name}}/versions/{{model_version}}{suffix}", "Version"),
+    ]
+
+
+def _readiness(summary: str, schema: str, errors: tuple[str, ...]) -> dict[str, Any]:
+    return _responses(ref(schema), *errors, ok_description=summary)
+
+
+def _infer(path: str, operation_id: str) -> Operation:
+    binary_reply = {
+        "schema": {"type": "string", "format": "binary"},
+        "description": "The JSON header (an InferenceResponse, Inference-Header-Content-Length "
+        "bytes), then the binary outputs' bytes in output order.",
+    }
+    responses = _responses(ref("InferenceResponse"), "400", "404", "503")
+    responses["200"]["content"]["application/octet-stream"] = binary_reply
+    responses["200"]["headers"] = {
+        "Inference-Header-Content-Length": {
+            "description": "Set when binary data follows the JSON header: its length.",
+            "schema": {"type": "integer", "minimum": 0},
+        }
+    }
+    responses["429"] = {"description": "The model's queue is full", "content": _json(ref("Error"))}
+    return _operation(
+        operation_id,
+        "Run inference",
+        path,
+        responses,
+        parameters=[_HEADER_LENGTH],
+        requestBody={
+            "required": True,
+            "content": {
+                **_json(ref("InferenceRequest")),
+                "application/octet-stream": {
+                    "schema": {"type": "string", "format": "binary"},
+                    "description": "Binary tensor data extension: an InferenceRequest JSON "
+                    "header of Inference-Header-Content-Length bytes, then each binary "
+                    "input's bytes in input order (little-endian; BYTES as 4-byte lengths "
+                    "and bytes).",
+                },
+            },
+        },
+    )
+
+
+def _repository(path: str, operation_id: str, summary: str) -> Operation:
+    return _operation(
+        operation_id,
+        summary,
+        path,
+        _responses(ref("Empty"), "400", "404"),
+        requestBody={"required": False, "content": _json(ref("RepositoryModelRequest"))},
+    )
+
+
+def paths() -> dict[str, dict[str, Operation]]:
+    """Every V2 REST operation, by path and method."""
+    found: dict[str, dict[str, Operation]] = {
+        "/v2/health/live": {
+            "get": _operation(
+                "ServerLive", "Live: 200 while the server runs", "/v2/health/live",
+                _readiness("Live", "ServerLiveResponse", ("400",)),
+            )
+        },
+        "/v2/health/ready": {
+            "get": _operation(
+                "ServerReady",
+                "Ready: 200 when every model is ready, 400 otherwise (V2: 4xx is false)",
+                "/v2/health/ready",
+                _readiness("Ready", "ServerReadyResponse", ("400",)),
+            )
+        },
+        "/v2": {
+            "get": _operation(
+                "ServerMetadata", "Server metadata", "/v2",
+                _responses(ref("ServerMetadataResponse")),
+            )
+        },
+        "/v2/models/stats": {
+            "get": _operation(
+                "ModelStatistics", "Statistics of every model", "/v2/models/stats",
+                _responses(ref("ModelStatisticsResponse")),
+            )
+        },
+        "/v2/repository/index": {
+            "post": _operation(
+                "RepositoryIndex", "The models in the repository and their states",
+                "/v2/repository/index",
+                _responses(ref("RepositoryIndexResponse"), "400"),
+                requestBody={"required": False, "content": _json(ref("RepositoryIndexRequest"))},
+            )
+        },
+        "/v2/repository/models/{model_name}/load": {
+            "post": _repository(
+                "/v2/repository/models/{model_name}/load", "RepositoryModelLoad", "Load a model"
+            )
+        },
+        "/v2/repository/models/{model_name}/unload": {
+            "post": _repository(
+                "/v2/repository/models/{model_name}/unload", "RepositoryModelUnload",
+                "Unload a model",
+            )
+        },
+    }  # fmt: skip
+    for path, suffix in _model_paths(""):
+        found[path] = {
+            "get": _operation(
+                f"ModelMetadata{suffix}", "Model metadata", path,
+                _responses(ref("ModelMetadataResponse"), "400", "404", "503"),
+            )
+        }  # fmt: skip
+    for path, suffix in _model_paths("/ready"):
+        found[path] = {
+            "get": _operation(
+                f"ModelReady{suffix}",
+                "Model ready: 200 when ready; 404 unknown, 400 not ready (V2: 4xx is false)",
+                path,
+                _readiness("Ready", "ModelReadyResponse", ("400", "404")),
+            )
+        }
+    for path, suffix in _model_paths("/config"):
+        found[path] = {
+            "get": _operation(
+                f"ModelConfig{suffix}", "Model configuration (Triton's JSON)", path,
+                _responses(ref("ModelConfig"), "400", "404", "503"),
+            )
+        }  # fmt: skip
+    for path, suffix in _model_paths("/stats"):
+        found[path] = {
+            "get": _operation(
+                f"ModelStatistics{suffix or 'Model'}", "Statistics of a model or version", path,
+                _responses(ref("ModelStatisticsResponse"), "400", "404", "503"),
+            )
+        }  # fmt: skip
+    for path, suffix in _model_paths("/infer"):
+        found[path] = {"post": _infer(path, f"ModelInfer{suffix}")}
+    return dict(sorted(found.items()))
+
+
+def annotated_operations(descriptor_set: FileDescriptorSet) -> set[tuple[str, str]]:
+    """(method, path) of every google.api.http binding of SERVICE."""
+    package, _, name = SERVICE.rpartition(".")
+    found = set()
+    for file in descriptor_set.file:
+        if file.package != package:
+            continue
+        for service in (s for s in file.service if s.name == name):
+            for method in service.method:
+                rule = method.options.Extensions[annotations_pb2.http]
+                for binding in [rule, *rule.additional_bindings]:
+                    found.add(_binding(binding))
+    return found
+
+
+def _binding(rule: http_pb2.HttpRule) -> tuple[str, str]:
     pattern = rule.WhichOneof("pattern")
-    if pattern is None:
-        return None
-    if pattern == "custom":
-        return rule.custom.kind.lower(), rule.custom.path
+    assert pattern is not None and pattern != "custom", rule
     return str(pattern), str(getattr(rule, pattern))
 
 
-class _Generator:
-    def __init__(self, descriptor_set: FileDescriptorSet) -> None:
-        self.index = ProtoIndex(descriptor_set)
-        self.schemas = SchemaBuilder(self.index)
-        self.paths: dict[str, dict[str, Any]] = {}
-
-    def add_service(self, service_name: str) -> None:
-        for method in self.index.services[service_name].method:
-            rule = method.options.Extensions[annotations_pb2.http]  # empty when unannotated
-            for n, binding in enumerate(_bindings(rule), start=1):
-                route = _verb_and_template(binding)
-                if route is None:
-                    continue
-                verb, template = route
-                operation_id = method.name if n == 1 else f"{method.name}{n}"
-                path = _VARIABLE.sub(r"{\1}", template)
-                self.paths.setdefault(path, {})[verb] = self._operation(
-                    service_name, method, binding, template, operation_id
-                )
-
-    def _operation(
-        self,
-        service_name: str,
-        method: MethodDescriptorProto,
-        binding: http_pb2.HttpRule,
-        template: str,
-        operation_id: str,
-    ) -> dict[str, Any]:
-        request = method.input_type.lstrip(".")
-        bound = _VARIABLE.findall(template)
-        summary, _, description = self.index.comment(f"{service_name}.{method.name}").partition(
-            "\n"
-        )
-        operation: dict[str, Any] = {
-            "operationId": operation_id,
-            "tags": [service_name],
-            "summary": summary,
-            "parameters": [self._path_parameter(request, name) for name in bound],
-            "responses": {
-                "200": {
-                    "description": "OK",
-                    "content": {"application/json": {"schema": self._response(method)}},
-                },
-                "default": {
-                    "description": "Error",
-                    "content": {"application/json": {"schema": component_ref(_STATUS)}},
-                },
-            },
-        }
-        if description:
-            operation["description"] = description.strip()
-        if binding.body:
-            # An empty body is an empty message.
-            operation["requestBody"] = {
-                "content": {
-                    "application/json": {"schema": self._body(method, binding.body, bound)}
-                },
-            }
-        else:
-            operation["parameters"] += self._query_parameters(request, frozenset(bound), "", 0)
-        return operation
-
-    def _response(self, method: MethodDescriptorProto) -> Schema:
-        schema = self.schemas.ref(method.output_type.lstrip("."))
-        # The transcoder prints a stream of responses as one JSON array.
-        return {"type": "array", "items": schema} if method.server_streaming else schema
-
-    def _body(self, method: MethodDescriptorProto, body: str, bound: list[str]) -> Schema:
-        request = method.input_type.lstrip(".")
-        if body == "*":
-            # Path-bound fields come from the path, not the body.
-            top_level = frozenset(name for name in bound if "." not in name)
-            schema = self.schemas.message(request, exclude=top_level)
-        else:
-            schema = self.schemas.field(*self._field(request, body))
-        # The transcoder reads a stream of requests from one JSON array.
-        return {"type": "array", "items": schema} if method.client_streaming else schema
-
-    def _field(self, message_name: str, dotted: str) -> tuple[str, FieldDescriptorProto]:
-        """The field at a dotted path, and the name of the message that declares it."""
-        *parents, last = dotted.split(".")
-        for part in parents:
-            field = next(f for f in self.index.messages[message_name].field if f.name == part)
-            message_name = field.type_name.lstrip(".")
-        field = next(f for f in self.index.messages[message_name].field if f.name == last)
-        return message_name, field
-
-    def _path_parameter(self, request: str, dotted: str) -> dict[str, Any]:
-        schema = self.schemas.field(*self._field(request, dotted))
-        parameter = {"name": dotted, "in": "path", "required": True, "schema": schema}
-        return self._lift_description(parameter)
-
-    def _query_parameters(
-        self, message_name: str, bound: frozenset[str], prefix: str, depth: int
-    ) -> list[dict[str, Any]]:
-        parameters: list[dict[str, Any]] = []
-        for field in self.index.messages[message_name].field:
-            dotted = f"{prefix}{field.name}"
-            if dotted in bound:
-                continue
-            if field.type != FieldDescriptorProto.TYPE_MESSAGE:
-                schema = self.schemas.field(message_name, field)
-                parameter = {"name": dotted, "in": "query", "schema": schema}
-                parameters.append(self._lift_description(parameter))
-            elif depth < _MAX_QUERY_DEPTH and not self.schemas.is_map(field):
-                nested = field.type_name.lstrip(".")
-                parameters += self._query_parameters(nested, bound, f"{dotted}.", depth + 1)
-        return parameters
-
-    @staticmethod
-    def _lift_description(parameter: dict[str, Any]) -> dict[str, Any]:
-        description = parameter["schema"].pop("description", None)
-        return parameter | {"description": description} if description else parameter
-
-    def document(self) -> dict[str, Any]:
-        self.schemas.components[_STATUS] = _STATUS_SCHEMA
-        return {
-            "openapi": "3.0.3",
-            "info": {"title": TITLE, "version": API_VERSION, "description": DESCRIPTION},
-            "paths": dict(sorted(self.paths.items())),
-            "components": {"schemas": dict(sorted(self.schemas.components.items()))},
-        }
-
-
 def build_openapi(descriptor_set: FileDescriptorSet) -> dict[str, Any]:
-    """The OpenAPI document for the annotated RPCs of SERVICES."""
-    generator = _Generator(descriptor_set)
-    for service in SERVICES:
-        generator.add_service(service)
-    return generator.document()
+    """The document, after checking it against the annotations in `descriptor_set`."""
+    document_paths = paths()
+    documented = {(verb, path) for path, item in document_paths.items() for verb in item}
+    annotated = annotated_operations(descriptor_set)
+    if documented != annotated:
+        raise DocumentMismatch(
+            f"{SERVICE} annotations and the OpenAPI document differ: only annotated "
+            f"{sorted(annotated - documented)}, only documented {sorted(documented - annotated)}"
+        )
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": TITLE, "version": API_VERSION, "description": DESCRIPTION},
+        "paths": document_paths,
+        "components": {"schemas": SCHEMAS},
+    }
 
 
 def write_openapi(descriptor_path: Path, output: Path) -> Path:
-    """Generate the document from the descriptor set file and write it as JSON."""
+    """Check the document against the descriptor set file and write it as JSON."""
     descriptor_set = FileDescriptorSet.FromString(descriptor_path.read_bytes())
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(build_openapi(descriptor_set), indent=2) + "\n")

@@ -1,6 +1,7 @@
 """The Envoy gateway end to end: a real Envoy in front of a real server, real clients.
 
-REST with httpx, gRPC-web as raw frames over HTTP/1.1, native gRPC with tritonclient.
+V2 REST with httpx (tritonclient.http and perf_analyzer: test_gateway_rest.py), gRPC-web as
+raw frames over HTTP/1.1, native gRPC with tritonclient.
 Nothing here imports the server's `inference` package; protobuf messages for gRPC-web
 come from tritonclient's copy of the same contract.
 """
@@ -13,6 +14,7 @@ import re
 import shutil
 import socket
 from collections.abc import Callable, Iterator
+from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as triton
-from grpc_health.v1 import health_pb2
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
@@ -106,23 +108,36 @@ def _free_port() -> int:
 ROWS = np.random.default_rng(4).integers(0, 17, size=(3, 64)).astype(np.float32)
 
 
-def _rest_body(rows: np.ndarray) -> dict[str, Any]:
+def _rest_body(rows: np.ndarray, nested: bool = False) -> dict[str, Any]:
+    """A V2 inference request for digits, its pixels as JSON data."""
+    data = rows.tolist() if nested else rows.ravel().tolist()
+    return {
+        "inputs": [{"name": "input", "datatype": "FP32", "shape": list(rows.shape), "data": data}]
+    }
+
+
+def _binary_body(
+    rows: np.ndarray, extra: bytes = b"", declared: int | None = None
+) -> tuple[bytes, dict[str, str]]:
+    """The same request with the pixels as binary tensor data (`extra` bytes appended)."""
+    raw = rows.astype(np.float32).tobytes()
+    size = len(raw) if declared is None else declared
     tensor = {"name": "input", "datatype": "FP32", "shape": list(rows.shape)}
-    return {"inputs": [tensor | {"contents": {"fp32_contents": rows.ravel().tolist()}}]}
+    header = json.dumps({"inputs": [tensor | {"parameters": {"binary_data_size": size}}]}).encode()
+    headers = {
+        "inference-header-content-length": str(len(header)),
+        "content-type": "application/octet-stream",
+    }
+    return header + raw + extra, headers
 
 
 def _rest_outputs(reply: dict[str, Any]) -> dict[str, np.ndarray]:
-    """Outputs of a REST ModelInfer reply as arrays (int64 arrive as decimal strings)."""
-    arrays = {}
-    for output in reply["outputs"]:
-        shape = [int(d) for d in output["shape"]]
-        contents = output["contents"]
-        if output["datatype"] == "INT64":
-            values = np.array([int(v) for v in contents["int64_contents"]], dtype=np.int64)
-        else:
-            values = np.array(contents["fp32_contents"], dtype=np.float32)
-        arrays[output["name"]] = values.reshape(shape)
-    return arrays
+    """Outputs of a V2 REST inference reply as arrays."""
+    dtypes = {"INT64": np.int64, "FP32": np.float32}
+    return {
+        o["name"]: np.array(o["data"], dtype=dtypes[o["datatype"]]).reshape(o["shape"])
+        for o in reply["outputs"]
+    }
 
 
 def _triton_outputs(
@@ -168,7 +183,7 @@ def _infer_request(rows: np.ndarray, model: str = "digits") -> bytes:
     return request.SerializeToString()
 
 
-# --- REST: every annotated path -------------------------------------------------------------
+# --- V2 REST: every path ------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -185,21 +200,22 @@ class Call:
 
 _INFER_BODY = _rest_body(ROWS[:1])
 _HAS_LABEL = lambda reply: [o["name"] for o in reply["outputs"]] == ["label", "probabilities"]  # noqa: E731
+_ERROR = lambda text: lambda reply: text in reply["error"] and list(reply) == ["error"]  # noqa: E731
 
 CALLS = [
     Call("/v2/health/live", "GET", "/v2/health/live", None, 200, lambda r: r == {"live": True}),
     Call("/v2/health/ready", "GET", "/v2/health/ready", None, 200, lambda r: r == {"ready": True}),
-    Call("/v2", "GET", "/v2", None, 200, lambda r: "model_repository" in r["extensions"]),
+    Call("/v2", "GET", "/v2", None, 200, lambda r: "binary_tensor_data" in r["extensions"]),
     Call(
-        "/v2/models/{name}",
+        "/v2/models/{model_name}",
         "GET",
         "/v2/models/digits",
         None,
         200,
-        lambda r: r["versions"] == ["1", "2"] and r["inputs"][0]["shape"] == ["-1", "64"],
+        lambda r: r["versions"] == ["1", "2"] and r["inputs"][0]["shape"] == [-1, 64],
     ),
     Call(
-        "/v2/models/{name}/versions/{version}",
+        "/v2/models/{model_name}/versions/{model_version}",
         "GET",
         "/v2/models/digits/versions/1",
         None,
@@ -207,34 +223,39 @@ CALLS = [
         lambda r: r["name"] == "digits" and r["platform"] == "onnxruntime_onnx",
     ),
     Call(
-        "/v2/models/{name}/ready", "GET", "/v2/models/digits/ready", None, 200, lambda r: r["ready"]
+        "/v2/models/{model_name}/ready",
+        "GET",
+        "/v2/models/digits/ready",
+        None,
+        200,
+        lambda r: r == {"name": "digits", "ready": True},
     ),
     Call(
-        "/v2/models/{name}/versions/{version}/ready",
+        "/v2/models/{model_name}/versions/{model_version}/ready",
         "GET",
         "/v2/models/digits/versions/7/ready",
         None,
-        200,
-        lambda r: r == {"ready": False},
+        404,  # V2 REST: readiness by status, 4xx is false
+        _ERROR("no ready version 7"),
     ),
     Call(
-        "/v2/models/{name}/config",
+        "/v2/models/{model_name}/config",
         "GET",
         "/v2/models/digits/config",
         None,
         200,
-        lambda r: r["config"]["max_batch_size"] == 64,
+        lambda r: r["max_batch_size"] == 64 and r["input"][0]["dims"] == [64],
     ),
     Call(
-        "/v2/models/{name}/versions/{version}/config",
+        "/v2/models/{model_name}/versions/{model_version}/config",
         "GET",
         "/v2/models/digits/versions/2/config",
         None,
         200,
-        lambda r: r["config"]["input"][0]["data_type"] == "TYPE_FP32",
+        lambda r: r["input"][0]["data_type"] == "TYPE_FP32",
     ),
     Call(
-        "/v2/models/{name}/stats",
+        "/v2/models/{model_name}/stats",
         "GET",
         "/v2/models/digits/stats",
         None,
@@ -242,7 +263,7 @@ CALLS = [
         lambda r: {s["version"] for s in r["model_stats"]} == {"1", "2"},
     ),
     Call(
-        "/v2/models/{name}/versions/{version}/stats",
+        "/v2/models/{model_name}/versions/{model_version}/stats",
         "GET",
         "/v2/models/digits/versions/1/stats",
         None,
@@ -269,17 +290,9 @@ CALLS = [
         "/v2/models/{model_name}/versions/{model_version}/infer",
         "POST",
         "/v2/models/digits/versions/1/infer",
-        _INFER_BODY,
+        _INFER_BODY | {"id": "a"},
         200,
-        lambda r: r["model_version"] == "1" and _HAS_LABEL(r),
-    ),
-    Call(
-        "/v2/stream_infer",
-        "POST",
-        "/v2/stream_infer",
-        [_INFER_BODY | {"model_name": "digits", "id": str(i)} for i in range(2)],
-        200,
-        lambda r: sorted(m["infer_response"]["id"] for m in r) == ["0", "1"],
+        lambda r: (r["model_version"], r["id"]) == ("1", "a") and _HAS_LABEL(r),
     ),
     Call(
         "/v2/repository/index",
@@ -287,7 +300,10 @@ CALLS = [
         "/v2/repository/index",
         {"ready": True},
         200,
-        lambda r: {(m["name"], m["state"]) for m in r["models"]} == {("digits", "READY")},
+        lambda r: (
+            [(m["name"], m["version"], m["state"]) for m in r]
+            == [("digits", "1", "READY"), ("digits", "2", "READY")]
+        ),
     ),
     # Loading and unloading a real model: test_repository_load_and_unload.
     Call(
@@ -296,7 +312,7 @@ CALLS = [
         "/v2/repository/models/nope/load",
         {},
         404,
-        lambda r: r["code"] == 5,
+        _ERROR("no model 'nope'"),
     ),
     Call(
         "/v2/repository/models/{model_name}/unload",
@@ -304,7 +320,7 @@ CALLS = [
         "/v2/repository/models/nope/unload",
         {},
         404,
-        lambda r: r["code"] == 5,
+        _ERROR("nope"),
     ),
 ]
 
@@ -314,10 +330,11 @@ def test_rest_path(rest: httpx.Client, call: Call) -> None:
     reply = rest.request(call.method, call.path, json=call.body)
     assert reply.status_code == call.status, reply.text
     assert reply.headers["content-type"] == "application/json"
+    assert not any(h.startswith("grpc-") or h == "x-v2-status" for h in reply.headers)
     assert call.check(reply.json()), reply.text
 
 
-def test_every_annotated_path_is_called(rest: httpx.Client) -> None:
+def test_every_documented_path_is_called(rest: httpx.Client) -> None:
     documented = set(rest.get("/openapi.json").json()["paths"])
     assert documented == {c.template for c in CALLS}
 
@@ -330,20 +347,23 @@ def test_repository_load_and_unload(repository: Path, built: BuildOutputs) -> No
         httpx.Client(base_url=gateway.url) as rest,
     ):
         assert rest.post("/v2/repository/models/digits/unload", json={}).json() == {}
-        assert rest.get("/v2/models/digits/ready").json() == {"ready": False}
+        reply = rest.get("/v2/models/digits/ready")
+        assert reply.status_code == 400 and "no ready version" in reply.json()["error"]
+        assert rest.get("/v2/health/ready").status_code == 200  # unloaded on purpose
         assert rest.post("/v2/repository/models/digits/load").json() == {}
-        assert rest.get("/v2/models/digits/ready").json() == {"ready": True}
+        assert rest.get("/v2/models/digits/ready").json() == {"name": "digits", "ready": True}
 
 
-# --- REST: results and errors ---------------------------------------------------------------
+# --- V2 REST: results and errors ------------------------------------------------------------
 
 
 @pytest.mark.parametrize("version", ["", "1", "2"])
+@pytest.mark.parametrize("nested", [False, True], ids=["flat", "nested"])
 def test_rest_inference_equals_grpc(
-    rest: httpx.Client, triton_direct: triton.InferenceServerClient, version: str
+    rest: httpx.Client, triton_direct: triton.InferenceServerClient, version: str, nested: bool
 ) -> None:
     path = f"/v2/models/digits/versions/{version}/infer" if version else "/v2/models/digits/infer"
-    reply = rest.post(path, json=_rest_body(ROWS))
+    reply = rest.post(path, json=_rest_body(ROWS, nested))
     assert reply.status_code == 200, reply.text
     over_rest = _rest_outputs(reply.json())
     over_grpc = _triton_outputs(triton_direct, ROWS, version)
@@ -352,46 +372,145 @@ def test_rest_inference_equals_grpc(
     np.testing.assert_array_equal(over_rest["probabilities"], over_grpc["probabilities"])
 
 
-@pytest.mark.parametrize(
-    ("method", "path", "body", "status", "code"),
-    [
-        ("POST", "/v2/models/digits/infer", _rest_body(ROWS[:, :63]), 400, 3),
-        ("POST", "/v2/models/nope/infer", _INFER_BODY, 404, 5),
-        ("GET", "/v2/models/nope", None, 404, 5),
-        ("GET", "/v2/health/live?verbose=1", None, 400, 3),  # unknown query parameter
-        ("POST", "/v2/models/digits/infer", b"{not json", 400, 3),  # fails in the transcoder
-    ],
-    ids=["bad-shape", "unknown-model-infer", "unknown-model", "unknown-query", "malformed"],
-)
-def test_rest_errors_are_json(
-    rest: httpx.Client, method: str, path: str, body: Any, status: int, code: int
+def test_binary_rest_inference_equals_grpc(
+    rest: httpx.Client, triton_direct: triton.InferenceServerClient
 ) -> None:
-    content = body if isinstance(body, bytes) else None
-    payload = None if isinstance(body, bytes) else body
-    reply = rest.request(method, path, json=payload, content=content)
+    body, headers = _binary_body(ROWS)
+    request = json.loads(body[: int(headers["inference-header-content-length"])])
+    request["parameters"] = {"binary_data_output": True}
+    header = json.dumps(request).encode()
+    headers["inference-header-content-length"] = str(len(header))
+    reply = rest.post("/v2/models/digits/infer", content=header + ROWS.tobytes(), headers=headers)
+    assert reply.status_code == 200, reply.text
+    assert reply.headers["content-type"] == "application/octet-stream"
+    length = int(reply.headers["inference-header-content-length"])
+    label, probabilities = json.loads(reply.content[:length])["outputs"]
+    data = reply.content[length:]
+    assert (
+        len(data)
+        == label["parameters"]["binary_data_size"] + probabilities["parameters"]["binary_data_size"]
+    )
+    labels = np.frombuffer(data[: 3 * 8], np.int64)
+    np.testing.assert_array_equal(labels, _triton_outputs(triton_direct, ROWS)["label"])
+
+
+def _error(reply: httpx.Response, status: int) -> str:
+    """The message of a V2 REST error reply, after checking its shape."""
     assert reply.status_code == status, reply.text
     assert reply.headers["content-type"] == "application/json"
-    assert reply.json()["code"] == code
+    body = reply.json()
+    assert list(body) == ["error"] and isinstance(body["error"], str), body
+    return str(body["error"])
 
 
-def test_bad_shape_error_names_the_input(rest: httpx.Client) -> None:
-    reply = rest.post("/v2/models/digits/infer", json=_rest_body(ROWS[:, :63]))
-    assert "input 'input'" in reply.json()["message"]
+_ONE = ROWS[:1]
+_BAD_DATATYPE = {"inputs": [_INFER_BODY["inputs"][0] | {"datatype": "FP99"}]}
+
+ERRORS = [
+    # path, body (or bytes and headers), status, part of the message
+    pytest.param(
+        "/v2/models/digits/infer",
+        _rest_body(ROWS[:, :63]),
+        400,
+        "input 'input': shape [3, 63]",
+        id="wrong-shape",
+    ),
+    pytest.param(
+        "/v2/models/nope/infer", _INFER_BODY, 404, "unknown model 'nope'", id="unknown-model"
+    ),
+    pytest.param(
+        "/v2/models/digits/versions/9/infer",
+        _INFER_BODY,
+        404,
+        "no ready version 9",
+        id="unknown-version",
+    ),
+    pytest.param(
+        "/v2/models/digits/infer",
+        _BAD_DATATYPE,
+        400,
+        "datatype 'FP99' is not one of",
+        id="bad-datatype",
+    ),
+    pytest.param(
+        "/v2/models/digits/infer",
+        [_INFER_BODY],
+        400,
+        "must be a JSON object, not an array",
+        id="not-an-object",
+    ),
+    pytest.param(
+        "/v2/models/digits/infer", (b"{not json", {}), 400, "is not valid JSON", id="malformed"
+    ),
+    pytest.param(
+        "/v2/models/digits/infer",
+        _binary_body(_ONE, declared=260),
+        400,
+        "binary_data_size 260 runs past",
+        id="binary-shorter",
+    ),
+    pytest.param(
+        "/v2/models/digits/infer",
+        _binary_body(_ONE, extra=b"\0" * 4),
+        400,
+        "holds 260 bytes of binary data but",
+        id="binary-longer",
+    ),
+    pytest.param(
+        "/v2/models/digits/infer",
+        _binary_body(_ONE, extra=b"\0" * 4, declared=260),
+        400,
+        "binary_data_size is 260 but shape [1, 64] of FP32 needs 256",
+        id="binary-size-wrong",
+    ),
+    pytest.param(
+        "/v2/models/digits/infer",
+        _INFER_BODY | {"model_name": "other"},
+        400,
+        "the path names the model",
+        id="body-names-another-model",
+    ),
+    pytest.param(
+        "/v2/models/digits/versions/1/infer",
+        _INFER_BODY | {"model_version": "2"},
+        400,
+        "the path names the model",
+        id="body-names-another-version",
+    ),
+    pytest.param(
+        "/v2/models/digits/infer?model_name=other",
+        _INFER_BODY,
+        400,
+        "no query parameters",
+        id="query-names-another-model",
+    ),
+    pytest.param(
+        "/v2/models/digits?model_version=1", None, 400, "no query parameters", id="query-on-a-get"
+    ),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "status", "message"), ERRORS)
+def test_rest_errors(rest: httpx.Client, path: str, body: Any, status: int, message: str) -> None:
+    if body is None:
+        reply = rest.get(path)
+    elif isinstance(body, tuple):
+        content, headers = body
+        reply = rest.post(path, content=content, headers=headers)
+    else:
+        reply = rest.post(path, json=body)
+    assert message in _error(reply, status)
 
 
 @pytest.mark.slow
-def test_large_rest_reply(built: BuildOutputs, tmp_path: Path) -> None:
-    # minilm's hidden states for two 512-token sentences: 1.5 MB of protobuf (over Envoy's
-    # default 1 MiB transcoding buffer), 5 MB of JSON.
+@pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
+def test_large_rest_reply(built: BuildOutputs, tmp_path: Path, binary: bool) -> None:
+    # minilm's hidden states for two 512-token sentences: 1.5 MB of floats, 5 MB of JSON,
+    # more than Envoy buffers by default.
     shutil.copytree(ROOT / "models" / "minilm", tmp_path / "minilm")
     tokens = [101, *range(2000, 2510), 102] * 2
     inputs = [
-        {
-            "name": name,
-            "datatype": "INT64",
-            "shape": [2, 512],
-            "contents": {"int64_contents": values},
-        }
+        {"name": name, "datatype": "INT64", "shape": [2, 512], "data": values}
         for name, values in (
             ("input_ids", tokens),
             ("attention_mask", [1] * 1024),
@@ -402,19 +521,28 @@ def test_large_rest_reply(built: BuildOutputs, tmp_path: Path) -> None:
         start_server(tmp_path) as server,
         start_gateway(server.grpc_port, build_dir=built.descriptor_path.parent) as gateway,
     ):
-        reply = httpx.post(
-            f"{gateway.url}/v2/models/minilm/infer", json={"inputs": inputs}, timeout=60
-        )
+        body = {"inputs": inputs, "parameters": {"binary_data_output": binary}}
+        reply = httpx.post(f"{gateway.url}/v2/models/minilm/infer", json=body, timeout=60)
     assert reply.status_code == 200, reply.text
-    assert reply.json()["outputs"][0]["shape"] == ["2", "512", "384"]
+    if binary:
+        length = int(reply.headers["inference-header-content-length"])
+        (output,) = json.loads(reply.content[:length])["outputs"]
+        assert (
+            len(reply.content) - length
+            == output["parameters"]["binary_data_size"]
+            == 2 * 512 * 384 * 4
+        )
+    else:
+        (output,) = reply.json()["outputs"]
+        assert len(output["data"]) == 2 * 512 * 384
+    assert output["shape"] == [2, 512, 384]
 
 
 def test_large_rest_request(rest: httpx.Client) -> None:
     # 3 MB of JSON, more than Envoy buffers by default: it reaches the server.
     rows = np.ones((1, 300_000), dtype=np.float32)
-    reply = rest.post("/v2/models/digits/infer", json=_rest_body(rows))
-    assert reply.status_code == 400  # the server's shape check, not 413 from Envoy
-    assert "shape" in reply.json()["message"]
+    message = _error(rest.post("/v2/models/digits/infer", json=_rest_body(rows)), 400)
+    assert "shape [1, 300000]" in message  # the server's shape check, not 413 from Envoy
 
 
 @pytest.mark.parametrize(
@@ -423,15 +551,12 @@ def test_large_rest_request(rest: httpx.Client) -> None:
         ("GET", "/nope"),
         ("GET", "/v2/nope"),
         ("POST", "/v2/models/digits/ready"),
-        ("POST", GRPC_WEB_LIVE),  # a gRPC path, but not a gRPC request
+        ("DELETE", "/v2/health/live"),
         ("GET", "/openapi.yaml"),
     ],
 )
 def test_unknown_path_is_json_404(rest: httpx.Client, method: str, path: str) -> None:
-    reply = rest.request(method, path, json={})
-    assert reply.status_code == 404
-    assert reply.headers["content-type"] == "application/json"
-    assert reply.json()["code"] == 5
+    _error(rest.request(method, path, json={}), 404)
 
 
 # --- CORS -----------------------------------------------------------------------------------
@@ -583,13 +708,8 @@ def test_upstream_down(built: BuildOutputs) -> None:
         ) as gw,
         httpx.Client(base_url=gw.url) as rest,
     ):
-        reply = rest.get("/v2/health/ready")
-        assert reply.status_code == 503
-        assert reply.headers["content-type"] == "application/json"
-        assert reply.json()["code"] == 14
-
-        reply = rest.post("/v2/models/digits/infer", json=_INFER_BODY)
-        assert (reply.status_code, reply.json()["code"]) == (503, 14)
+        assert "no healthy upstream" in _error(rest.get("/v2/health/ready"), 503)
+        _error(rest.post("/v2/models/digits/infer", json=_INFER_BODY), 503)
 
         headers = {"content-type": "application/grpc-web+proto", "x-grpc-web": "1"}
         reply = rest.post(GRPC_WEB_LIVE, content=_grpc_web_frame(b""), headers=headers)
@@ -600,6 +720,26 @@ def test_upstream_down(built: BuildOutputs) -> None:
             client.is_server_live()
         client.close()
         assert error.value.status() == "StatusCode.UNAVAILABLE"
+
+
+def test_a_failed_call_is_still_a_v2_error(built: BuildOutputs) -> None:
+    """An upstream without the REST service (a server older than its gateway) fails every
+    REST call outright with UNIMPLEMENTED; the reply is still `{"error": ...}`."""
+    upstream = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    checks = health.HealthServicer()
+    checks.set("inference.GRPCInferenceService", health_pb2.HealthCheckResponse.SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(checks, upstream)
+    port = upstream.add_insecure_port("127.0.0.1:0")
+    upstream.start()
+    try:
+        with (
+            start_gateway(port, build_dir=built.descriptor_path.parent) as gw,
+            httpx.Client(base_url=gw.url) as rest,
+        ):
+            assert _error(rest.get("/v2/health/live"), 501) == "Method not found!"
+            _error(rest.post("/v2/models/digits/infer", json=_INFER_BODY), 501)
+    finally:
+        upstream.stop(None)
 
 
 def test_gateway_recovers_when_the_server_comes_up(repository: Path, built: BuildOutputs) -> None:
@@ -647,4 +787,4 @@ def test_the_documented_digits_call_works(rest: httpx.Client) -> None:
     path, body = call.groups()
     reply = rest.post(path, content=body, headers={"content-type": "application/json"})
     assert reply.status_code == 200, reply.text
-    assert reply.json()["outputs"][0]["contents"]["int64_contents"] == ["3"]
+    assert reply.json()["outputs"][0]["data"] == [3]

@@ -1,6 +1,7 @@
 """Pins the public contract: the RPCs of `inference.GRPCInferenceService`, the field
 numbers that wire compatibility with Triton's clients rests on (../shared/PROTOCOL.md),
-and the V2 REST paths that Envoy's transcoder reads from the annotations."""
+and the V2 REST paths that Envoy's transcoder reads from the annotations of
+`inference.HTTPInferenceService` (the gRPC service carries none, as Triton's)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
 
 from inference import grpc_service_pb2 as pb
+from inference import http_service_pb2 as http
 from inference import model_config_pb2 as mc
 
 SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+REST_SERVICE = http.DESCRIPTOR.services_by_name["HTTPInferenceService"]
 
 RPCS = {
     # name: (input, output, client streaming, server streaming)
@@ -70,12 +73,12 @@ FIELDS: list[tuple[type[Message], str, int]] = [
 REST = {
     "ServerLive": ("get", "/v2/health/live"),
     "ServerReady": ("get", "/v2/health/ready"),
-    "ModelReady": ("get", "/v2/models/{name}/ready"),
+    "ModelReady": ("get", "/v2/models/{model_name}/ready"),
     "ServerMetadata": ("get", "/v2"),
-    "ModelMetadata": ("get", "/v2/models/{name}"),
+    "ModelMetadata": ("get", "/v2/models/{model_name}"),
     "ModelInfer": ("post", "/v2/models/{model_name}/infer"),
-    "ModelConfig": ("get", "/v2/models/{name}/config"),
-    "ModelStatistics": ("get", "/v2/models/{name}/stats"),
+    "ModelConfig": ("get", "/v2/models/{model_name}/config"),
+    "ModelStatistics": ("get", "/v2/models/stats"),
     "RepositoryIndex": ("post", "/v2/repository/index"),
     "RepositoryModelLoad": ("post", "/v2/repository/models/{model_name}/load"),
     "RepositoryModelUnload": ("post", "/v2/repository/models/{model_name}/unload"),
@@ -107,9 +110,21 @@ def test_field_numbers_match_triton(message: type[Message], field: str, number: 
     assert descriptor.fields_by_name[field].number == number
 
 
+def test_the_grpc_service_has_no_rest_annotations() -> None:
+    for method in SERVICE.methods:
+        assert not method.GetOptions().HasExtension(annotations_pb2.http), method.name
+
+
+def test_the_rest_service_answers_every_path_with_an_http_body() -> None:
+    assert REST_SERVICE.full_name == "inference.HTTPInferenceService"
+    assert {m.name for m in REST_SERVICE.methods} == set(REST)
+    for method in REST_SERVICE.methods:
+        assert method.output_type.full_name == "google.api.HttpBody", method.name
+
+
 @pytest.mark.parametrize(("rpc", "binding"), REST.items(), ids=list(REST))
-def test_each_rpc_carries_its_v2_rest_path(rpc: str, binding: tuple[str, str]) -> None:
-    options = SERVICE.methods_by_name[rpc].GetOptions()
+def test_each_rest_rpc_carries_its_v2_rest_path(rpc: str, binding: tuple[str, str]) -> None:
+    options = REST_SERVICE.methods_by_name[rpc].GetOptions()
     assert options.HasExtension(annotations_pb2.http)
     rule = options.Extensions[annotations_pb2.http]
     verb, path = binding

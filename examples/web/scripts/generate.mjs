@@ -22,6 +22,7 @@ const files = [
     .map((name) => [join(PROTOS_DIR, "inference", name), `inference/${name}`]),
   [join(googleapis, "google/api/annotations.proto"), "google/api/annotations.proto"],
   [join(googleapis, "google/api/http.proto"), "google/api/http.proto"],
+  [join(googleapis, "google/api/httpbody.proto"), "google/api/httpbody.proto"],
   [join(healthPackage, "proto/health/v1/health.proto"), "grpc/health/v1/health.proto"],
 ];
 
