@@ -101,10 +101,14 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Image:
     assert copied == {venv_path: venv_path, app_path: "/app"}, copied
     paths = {venv_path: scratch / "venv", "/app": scratch / "app"}
 
+    # As in the image's build stage: no make of ours around it, no virtual environment.
+    clean = ("MAKEFLAGS", "MAKELEVEL", "MFLAGS", "VIRTUAL_ENV", "PYTHONPATH")
+    build_env = {k: v for k, v in os.environ.items() if k not in clean}
     started = time.monotonic()
     build = subprocess.run(
         [script, str(paths[venv_path]), str(paths["/app"])],
         cwd=source,
+        env=build_env,
         capture_output=True,
         text=True,
         timeout=540,
