@@ -7,7 +7,8 @@ lays it out: the runtime venv and the app directory that the stage copies, the a
 directory as working directory, the stage's ENV, its entrypoint, its HEALTHCHECK command.
 What it cannot check without an engine: the base images, the apt packages, COPY itself.
 
-The build takes about two minutes on two cores, with warm pip and npm caches.
+The build takes about two minutes on two idle cores (six on a machine busy with other
+builds): the module is slow, but it is the only proof of the image recipe CI can run.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from processes import ROOT, stop_process
 
 from gateway.admin import Admin
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = pytest.mark.timeout(900)  # the build, on a loaded machine
 
 BUILD_SCRIPT = "deploy/docker/build.sh"
 ENTRYPOINT_SCRIPT = "deploy/docker/entrypoint.sh"
@@ -111,7 +112,7 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Image:
         env=build_env,
         capture_output=True,
         text=True,
-        timeout=540,
+        timeout=780,
     )
     elapsed = time.monotonic() - started
     log = build.stdout[-5000:] + build.stderr[-5000:]
