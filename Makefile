@@ -90,6 +90,7 @@ run: protos models gateway web
 test: install-test protos models gateway web perf-analyzer /usr/bin/chromium
 	$(PY) -m ruff check server gateway tests models loadtests
 	$(PY) -m ruff format --check server gateway tests models loadtests
+	$(VENV)/bin/hadolint Dockerfile
 	$(PY) -m mypy server gateway
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest tests/unit

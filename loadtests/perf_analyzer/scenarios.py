@@ -137,7 +137,6 @@ SCENARIOS: tuple[Scenario, ...] = (
         protocol="http",
         data="digits.json",
         interval_ms=1500,
-        pending="the gateway speaks V2 REST once issue 9 lands",
     ),
     Scenario(
         "minilm-sentences",

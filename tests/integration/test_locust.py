@@ -36,7 +36,6 @@ STATS_COLUMNS = {
     "Type", "Name", "Request Count", "Failure Count", "Median Response Time",
     "Average Response Time", "Requests/s", "95%", "99%",
 }  # fmt: skip
-REST_PENDING = pytest.mark.xfail(strict=True, reason="V2 REST lands with issue 9")
 
 pytestmark = pytest.mark.slow
 
@@ -138,7 +137,7 @@ def smoke(
     [
         "GrpcUser",
         "GrpcStreamUser",
-        pytest.param("RestUser", marks=REST_PENDING),
+        "RestUser",
         "GrpcWebUser",
     ],
 )
