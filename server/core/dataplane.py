@@ -20,6 +20,7 @@ EXTENSIONS = (
     "model_repository",
     "statistics",
     "binary_tensor_data",
+    "classification",
 )
 
 
