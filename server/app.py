@@ -18,6 +18,8 @@ from inference import grpc_service_pb2_grpc as pb_grpc
 from server.api.grpc.health import Health
 from server.api.grpc.servicer import InferenceServicer
 from server.core.dataplane import DataPlane, ServerInfo
+from server.execution.factory import Versions
+from server.execution.pipeline_factory import PipelineVersions
 from server.execution.version import OnnxVersions
 from server.repository.repository import Repository
 from server.settings import Settings
@@ -44,7 +46,8 @@ class InferenceServer:
         self.health = Health()
         self.repository = Repository(
             settings.model_repository,
-            OnnxVersions(settings.workers),
+            # Pipelines resolve their models through the repository, once it exists.
+            Versions(OnnxVersions(settings.workers), PipelineVersions(lambda: self.repository)),
             on_change=self._model_changed,
         )
         self.dataplane = DataPlane(self.repository, ServerInfo(settings.server_name, _version()))

@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 MODEL_FILE = "model.onnx"
 
 VersionFactory = Callable[[str, int, ModelConfig, Path], ServedModel]
-"""Builds one servable version from its config and model file; runs in a worker thread."""
+"""Builds one servable version from its config and model file (a pipeline, which has no
+file: its version directory); runs in a worker thread."""
 
 
 @dataclass(slots=True)
@@ -67,10 +68,13 @@ class Repository:
         )
 
     async def load_all(self) -> None:
-        """Load every model; one that fails is recorded in the index and does not stop the rest."""
-        await asyncio.gather(
-            *(self.load(name) for name in self.model_names()), return_exceptions=True
-        )
+        """Load every model; one that fails is recorded in the index and does not stop the rest.
+
+        Pipelines load after the other models, since they check the models they name."""
+        names = self.model_names()
+        pipelines = {name for name in names if _is_pipeline(self.root / name)}
+        for wave in ([n for n in names if n not in pipelines], sorted(pipelines)):
+            await asyncio.gather(*(self.load(name) for name in wave), return_exceptions=True)
         self._started = True
 
     def is_ready(self) -> bool:
@@ -184,17 +188,19 @@ class Repository:
     def _build(self, name: str, model_dir: Path) -> tuple[dict[int, ServedModel], dict[int, str]]:
         """Runs in a thread: parse the config, then load and warm up each selected version."""
         config = load_config(model_dir)
+        pipeline = bool(config.steps)  # a pipeline's version directories hold no file
         available = [
             int(p.name)
             for p in model_dir.iterdir()
-            if p.is_dir() and p.name.isdigit() and (p / MODEL_FILE).is_file()
+            if p.is_dir() and p.name.isdigit() and (pipeline or (p / MODEL_FILE).is_file())
         ]
         built: dict[int, ServedModel] = {}
         failures: dict[int, str] = {}
         for number in config.version_policy.select(available):
+            version_dir = model_dir / str(number)
             try:
                 built[number] = self._build_version(
-                    name, number, config, model_dir / str(number) / MODEL_FILE
+                    name, number, config, version_dir if pipeline else version_dir / MODEL_FILE
                 )
             except Exception as exc:  # a broken version must not stop the others
                 log.warning(
@@ -212,6 +218,13 @@ class Repository:
         else:
             model.states = {"": (UNAVAILABLE, reason)}
             self._on_change(name, False)
+
+
+def _is_pipeline(model_dir: Path) -> bool:
+    try:
+        return bool(load_config(model_dir).steps)
+    except RepositoryError:
+        return False  # its load reports the error
 
 
 async def _drain(versions: Iterable[ServedModel]) -> None:
