@@ -82,5 +82,6 @@ class ModelConfig:
     warmup: tuple[WarmupInput, ...] = ()
     execution: str = "thread"
     steps: tuple[StepConfig, ...] = ()  # a pipeline's steps, in order (platform ensemble)
-    # Class labels by output name, for the classification extension.
-    labels: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # Class labels by output name, for the classification extension (Triton's
+    # label_filename); `labels` would be version labels (stable, canary), as in DESIGN.md.
+    class_labels: Mapping[str, tuple[str, ...]] = field(default_factory=dict)

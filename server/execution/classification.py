@@ -2,7 +2,8 @@
 
 A requested output with the parameter `classification: k` comes back as BYTES of shape
 [rows, k] (or [k] for a model without a batch dimension) instead of the tensor itself:
-each element is "<value>:<index>" or, when the model's config has labels for that output,
+each element is "<value>:<index>" or, when the model's config has class labels for that
+output (`class_labels`),
 "<value>:<index>:<label>", the k highest values of the row in descending order. Values are
 printed as Triton's C++ does (`std::to_string`: six decimals for floats, plain integers),
 so clients that parse Triton's strings parse ours. k larger than the number of classes
@@ -51,7 +52,7 @@ class Classification:
         unknown = sorted(set(labels) - set(self._types))
         if unknown:
             raise RepositoryError(
-                f"model '{model}': labels name {unknown}, which are not outputs; "
+                f"model '{model}': class_labels name {unknown}, which are not outputs; "
                 f"outputs: {sorted(self._types)}"
             )
         self._labels = labels

@@ -171,7 +171,7 @@ class PipelineVersion:
 
     def __post_init__(self) -> None:
         self._validator = Validator(self.name, self.signature)
-        self._classification = Classification(self.name, self.signature, self.config.labels)
+        self._classification = Classification(self.name, self.signature, self.config.class_labels)
         models = [i for i, stage in enumerate(self.stages) if isinstance(stage, ModelStage)]
         first, last = (models[0], models[-1]) if models else (0, len(self.stages) - 1)
         self._phases = tuple(

@@ -38,7 +38,9 @@ class BatchedVersion:
 
     def __post_init__(self) -> None:
         self._validator = Validator(self.name, self.runtime.signature)
-        self._classification = Classification(self.name, self.runtime.signature, self.config.labels)
+        self._classification = Classification(
+            self.name, self.runtime.signature, self.config.class_labels
+        )
         self._batcher = Batcher(
             self.name,
             self.runtime,

@@ -17,7 +17,7 @@ Unknown keys are an error, so that a typo never silently changes behaviour.
       max_queue_size: 1024      # beyond it: RESOURCE_EXHAUSTED; 0: unbounded
     warmup:                     # only for inputs whose default (zeros, dynamic dims 1) fails
       - {name: sr, shape: [], value: 16000}   # shape includes the batch dimension
-    labels: {probabilities: labels.txt}   # classification labels: a file, one per line
+    class_labels: {probabilities: labels.txt}   # for `classification: k`: one label a line
 
 A pipeline (`platform: ensemble`, docs/pipelines.md) declares its inputs and outputs and
 its steps instead of an ONNX file; the steps' options are checked when it is built:
@@ -66,7 +66,7 @@ _TOP_KEYS = {
     "warmup",
     "execution",
     "steps",
-    "labels",
+    "class_labels",
 }
 # What a pipeline does not have: an ONNX Runtime session to tune or warm up.
 _NOT_FOR_PIPELINES = ("threads", "warmup", "execution")
@@ -124,7 +124,7 @@ def _parse(model_dir: Path, raw: dict[str, Any]) -> ModelConfig:
         warmup=_warmup(raw.get("warmup") or []),
         execution=execution,
         steps=_steps(raw.get("steps") or []),
-        labels=_labels(model_dir, raw.get("labels") or {}),
+        class_labels=_class_labels(model_dir, raw.get("class_labels") or {}),
     )
 
 
@@ -203,18 +203,20 @@ def _tensor_map(where: str, raw: Any) -> dict[str, str]:
     return dict(raw)
 
 
-def _labels(model_dir: Path, raw: Any) -> dict[str, tuple[str, ...]]:
+def _class_labels(model_dir: Path, raw: Any) -> dict[str, tuple[str, ...]]:
     """`output: file`, a file in the model directory with one class label per line."""
     labels = {}
-    for output, filename in _mapping("labels", raw).items():
+    for output, filename in _mapping("class_labels", raw).items():
         path = (model_dir / str(filename)).resolve()
         if model_dir.resolve() not in path.parents:
-            raise ValueError(f"labels.{output}: {filename!r} must be a file in the model directory")
+            raise ValueError(
+                f"class_labels.{output}: {filename!r} must be a file in the model directory"
+            )
         if not path.is_file():
-            raise ValueError(f"labels.{output}: no file {filename!r} in the model directory")
+            raise ValueError(f"class_labels.{output}: no file {filename!r} in the model directory")
         lines = tuple(path.read_text(encoding="utf-8").splitlines())
         if not lines:
-            raise ValueError(f"labels.{output}: {filename!r} holds no labels")
+            raise ValueError(f"class_labels.{output}: {filename!r} holds no labels")
         labels[str(output)] = lines
     return labels
 

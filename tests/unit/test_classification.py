@@ -110,6 +110,6 @@ def test_labels_for_an_output_the_model_does_not_have_refuse_the_load() -> None:
     with pytest.raises(RepositoryError) as info:
         Classification("m", Signature(8, (), OUTPUTS), {"probabilities": ("x",)})
     assert info.value.message == (
-        "model 'm': labels name ['probabilities'], which are not outputs; "
+        "model 'm': class_labels name ['probabilities'], which are not outputs; "
         "outputs: ['label', 'names', 'scores']"
     )

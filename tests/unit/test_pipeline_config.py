@@ -1,4 +1,4 @@
-"""config.yaml for pipelines and labels: what parses, and the exact words of each refusal.
+"""config.yaml for pipelines and class labels: what parses, and the exact words of each refusal.
 
 What a step's options mean is checked when the pipeline is built (tests/unit/test_steps_*
 and test_pipelines.py); here, only the shape of the config."""
@@ -58,11 +58,11 @@ steps:
     )
 
 
-def test_labels_are_read_from_the_model_directory(tmp_path: Path) -> None:
+def test_class_labels_are_read_from_the_model_directory(tmp_path: Path) -> None:
     (tmp_path / "pipe").mkdir()
     (tmp_path / "pipe" / "labels.txt").write_text("cat\ndog\n")
-    config = _load(tmp_path, "labels: {probabilities: labels.txt}\n")
-    assert config.labels == {"probabilities": ("cat", "dog")}  # type: ignore[attr-defined]
+    config = _load(tmp_path, "class_labels: {probabilities: labels.txt}\n")
+    assert config.class_labels == {"probabilities": ("cat", "dog")}  # type: ignore[attr-defined]
 
 
 STEP = "steps: [{step: softmax}]\n"
@@ -120,10 +120,13 @@ STEP = "steps: [{step: softmax}]\n"
             PIPELINE + "steps: [{step: softmax}, {step: softmax}]\n",
             "steps must have unique names; repeated: ['softmax'] (set name:)",
         ),
-        ("labels: {p: labels.txt}\n", "labels.p: no file 'labels.txt' in the model directory"),
         (
-            "labels: {p: ../config.yaml}\n",
-            "labels.p: '../config.yaml' must be a file in the model directory",
+            "class_labels: {p: labels.txt}\n",
+            "class_labels.p: no file 'labels.txt' in the model directory",
+        ),
+        (
+            "class_labels: {p: ../config.yaml}\n",
+            "class_labels.p: '../config.yaml' must be a file in the model directory",
         ),
     ],
 )

@@ -38,7 +38,7 @@ inputs:
 outputs:
   - {name: y, datatype: FP32, dims: [4]}
   - {name: p, datatype: FP32, dims: [4]}
-labels: {p: labels.txt}
+class_labels: {p: labels.txt}
 steps:
   - python: pipeline_steps:Scale
     options: {factor: 10}
