@@ -1,9 +1,10 @@
 """The TypeScript client and the demo page (examples/web/), through a real gateway.
 
 The Node tests (gRPC-web unary calls, Health/Watch streaming, error statuses, the
-pipelines digit_from_png and sentence_embedding) and the browser test (headless Chromium on the demo page, screenshot in
-tests/artifacts/web-demo.png) live in examples/web/test/; this module builds the page, starts
-a server and a gateway that serves the page at /web/, and runs them against it.
+pipelines digit_from_png and sentence_embedding) and the browser test (headless Chromium on
+the demo page, screenshot in tests/artifacts/web-demo.png) live in examples/web/test/; this
+module builds the page, starts a server and a gateway that serves the page at /web/, and runs
+them against it.
 """
 
 from __future__ import annotations
