@@ -61,7 +61,7 @@ gateway: build/gateway/.stamp
 
 # The gRPC-web demo page and its TypeScript client (examples/web, docs/web.md): Node.js 20+.
 WEB := examples/web
-WEB_FILES := index.html app.js style.css tokenizer.json tokenizer_config.json
+WEB_FILES := index.html app.js style.css
 WEB_STATIC := --static /web/=$(WEB)/dist/index.html $(foreach f,$(WEB_FILES),--static /web/$(f)=$(WEB)/dist/$(f))
 
 $(WEB)/node_modules: $(WEB)/package-lock.json

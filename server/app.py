@@ -33,6 +33,8 @@ from server.api.grpc.health import Health
 from server.api.grpc.servicer import InferenceServicer
 from server.api.http.servicer import RestServicer
 from server.core.dataplane import DataPlane, ServerInfo
+from server.execution.factory import Versions
+from server.execution.pipeline_factory import PipelineVersions
 from server.execution.version import OnnxVersions
 from server.repository.poller import Poller
 from server.repository.repository import Repository
@@ -85,7 +87,8 @@ class InferenceServer:
         mode = settings.model_control_mode
         self.repository = Repository(
             settings.model_repository,
-            OnnxVersions(settings.workers),
+            # Pipelines resolve their models through the repository, once it exists.
+            Versions(OnnxVersions(settings.workers), PipelineVersions(lambda: self.repository)),
             on_change=self._model_changed,
             rpc_control=mode == "explicit",
             mode=mode,

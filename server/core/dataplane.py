@@ -26,6 +26,7 @@ EXTENSIONS = (
     "model_repository",
     "statistics",
     "binary_tensor_data",
+    "classification",
 )
 
 

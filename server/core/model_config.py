@@ -13,7 +13,10 @@ from dataclasses import dataclass, field
 from server.core.tensors import TensorSpec
 
 PLATFORM = "onnxruntime_onnx"
+ENSEMBLE = "ensemble"  # a pipeline of steps and models, as Triton names its ensembles
+PLATFORMS = (PLATFORM, ENSEMBLE)
 EXECUTION_MODES = ("thread", "inline")
+STEP_KINDS = ("step", "model", "python")  # a built-in step, a model, a user's Python class
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +62,22 @@ class Deprecation:
 
 
 @dataclass(frozen=True, slots=True)
+class StepConfig:
+    """One step of a pipeline, as `config.yaml` declares it; execution builds and checks it.
+
+    `input_map` and `output_map` pair the step's own tensor names with the pipeline's (as
+    Triton's ensemble maps do); a step tensor that no map names keeps its name."""
+
+    name: str  # unique in the pipeline; errors and statistics name the step by it
+    kind: str  # one of STEP_KINDS
+    target: str  # the built-in step's name, the model's name, or "module:Class"
+    version: str = ""  # model steps: the model version; "" is the newest ready one
+    options: Mapping[str, object] = field(default_factory=dict)  # read by the step itself
+    input_map: Mapping[str, str] = field(default_factory=dict)  # step tensor -> pipeline's
+    output_map: Mapping[str, str] = field(default_factory=dict)  # step tensor -> pipeline's
+
+
+@dataclass(frozen=True, slots=True)
 class ModelConfig:
     name: str
     platform: str = PLATFORM
@@ -74,3 +93,7 @@ class ModelConfig:
     execution: str = "thread"
     labels: Mapping[str, int] = field(default_factory=dict)  # label -> version
     deprecated: Mapping[int, Deprecation] = field(default_factory=dict)  # by version
+    steps: tuple[StepConfig, ...] = ()  # a pipeline's steps, in order (platform ensemble)
+    # Class labels by output name, for the classification extension (Triton's
+    # label_filename); `labels` would be version labels (stable, canary), as in DESIGN.md.
+    class_labels: Mapping[str, tuple[str, ...]] = field(default_factory=dict)

@@ -2,7 +2,8 @@
 the repository builds versions with.
 
 The version composes its parts: the core `Validator` for its signature, the ONNX Runtime
-session, and the `Batcher` that runs the session.
+session, the `Batcher` that runs the session, and the classification extension (applied
+only to requests whose outputs ask for it).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from server.core.statistics import BatcherStatistics, ModelStats
 from server.core.tensors import Signature
 from server.core.validation import Validator
 from server.execution.batcher import Batcher
+from server.execution.classification import Classification, ClassifiedPlan
 from server.execution.onnx import OnnxModel
 
 
@@ -33,9 +35,13 @@ class BatchedVersion:
     stats: ModelStats = field(default_factory=ModelStats)
     _validator: Validator = field(init=False)
     _batcher: Batcher = field(init=False)
+    _classification: Classification = field(init=False)
 
     def __post_init__(self) -> None:
         self._validator = Validator(self.name, self.runtime.signature)
+        self._classification = Classification(
+            self.name, self.runtime.signature, self.config.class_labels
+        )
         self._batcher = Batcher(
             self.name,
             self.runtime,
@@ -51,10 +57,16 @@ class BatchedVersion:
         return self.runtime.signature
 
     def validate(self, request: InferenceRequest) -> Plan:
-        return self._validator.check(request)
+        plan = self._validator.check(request)
+        if request.output_parameters:
+            return self._classification.plan(plan, request.output_parameters)
+        return plan
 
     def submit(self, plan: Plan, deadline: float | None, eager: bool) -> asyncio.Future[Outputs]:
-        return self._batcher.enqueue(plan, deadline, eager)
+        future = self._batcher.enqueue(plan, deadline, eager)
+        if isinstance(plan, ClassifiedPlan):
+            return self._classification.results(plan, future)
+        return future
 
     def statistics(self) -> BatcherStatistics:
         return self._batcher.statistics()

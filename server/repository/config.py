@@ -23,6 +23,18 @@ Unknown keys are an error, so that a typo never silently changes behaviour.
         sunset: 2027-06-30      # a date (midnight UTC) or a timestamp; refused from then on
         replacement: stable     # a version or a label
         link: https://example.com/models/digits   # optional; default: the replacement's path
+    class_labels: {probabilities: labels.txt}   # for `classification: k`: one label a line
+
+A pipeline (`platform: ensemble`, docs/pipelines.md) declares its inputs and outputs and
+its steps instead of an ONNX file; the steps' options are checked when it is built:
+
+    steps:
+      - step: tokenize                  # or model: minilm, or python: package.module:Class
+        name: tokenize                  # optional; defaults to the step, model or class name
+        options: {tokenizer: tokenizer.json}
+        input_map: {text: text}         # step tensor -> pipeline tensor; unnamed: same name
+        output_map: {input_ids: ids}
+      - {model: minilm, version: 1}     # version: optional, the newest ready one by default
 """
 
 from __future__ import annotations
@@ -37,11 +49,15 @@ import yaml
 from server.core import datatypes
 from server.core.errors import RepositoryError
 from server.core.model_config import (
+    ENSEMBLE,
     EXECUTION_MODES,
     PLATFORM,
+    PLATFORMS,
+    STEP_KINDS,
     BatchingConfig,
     Deprecation,
     ModelConfig,
+    StepConfig,
     VersionPolicy,
     WarmupInput,
 )
@@ -62,8 +78,13 @@ _TOP_KEYS = {
     "execution",
     "labels",
     "deprecated",
+    "steps",
+    "class_labels",
 }
 _LABEL = re.compile(r"[A-Za-z][A-Za-z0-9_.-]*")
+# What a pipeline does not have: an ONNX Runtime session to tune or warm up.
+_NOT_FOR_PIPELINES = ("threads", "warmup", "execution")
+_STEP_KEYS = {"name", "version", "options", "input_map", "output_map", *STEP_KINDS}
 
 
 def load_config(model_dir: Path) -> ModelConfig:
@@ -78,16 +99,20 @@ def load_config(model_dir: Path) -> ModelConfig:
     if not isinstance(raw, dict):
         raise RepositoryError(f"{path}: expected a mapping at the top level")
     try:
-        return _parse(model_dir.name, raw)
+        return _parse(model_dir, raw)
     except (TypeError, ValueError, KeyError) as exc:
         raise RepositoryError(f"{path}: {exc}") from exc
 
 
-def _parse(name: str, raw: dict[str, Any]) -> ModelConfig:
+def _parse(model_dir: Path, raw: dict[str, Any]) -> ModelConfig:
     _check_keys("config", raw, _TOP_KEYS)
     platform = str(raw.get("platform", PLATFORM))
-    if platform != PLATFORM:
-        raise ValueError(f"platform must be {PLATFORM!r}, got {platform!r}")
+    if platform not in PLATFORMS:
+        raise ValueError(f"platform must be one of {list(PLATFORMS)}, got {platform!r}")
+    if platform == ENSEMBLE:
+        _check_pipeline(raw)
+    elif "steps" in raw:
+        raise ValueError(f"steps make a pipeline: they need platform: {ENSEMBLE}")
     max_batch_size = _non_negative("max_batch_size", raw.get("max_batch_size", 0))
     threads = raw.get("threads") or {}
     _check_keys("threads", threads, {"intra_op", "inter_op"})
@@ -101,7 +126,7 @@ def _parse(name: str, raw: dict[str, Any]) -> ModelConfig:
         raise ValueError("execution: inline runs on the event loop, so instances must be 1")
     labels = _labels(raw.get("labels") or {})
     return ModelConfig(
-        name=name,
+        name=model_dir.name,
         platform=platform,
         max_batch_size=max_batch_size,
         inputs=_tensors("inputs", raw.get("inputs")),
@@ -114,8 +139,103 @@ def _parse(name: str, raw: dict[str, Any]) -> ModelConfig:
         warmup=_warmup(raw.get("warmup") or []),
         execution=execution,
         labels=labels,
-        deprecated=_deprecated(name, raw.get("deprecated") or [], labels),
+        deprecated=_deprecated(model_dir.name, raw.get("deprecated") or [], labels),
+        steps=_steps(raw.get("steps") or []),
+        class_labels=_class_labels(model_dir, raw.get("class_labels") or {}),
     )
+
+
+def _check_pipeline(raw: dict[str, Any]) -> None:
+    """A pipeline has no ONNX file to read its interface from, and batches its steps."""
+    for key in _NOT_FOR_PIPELINES:
+        if key in raw:
+            raise ValueError(f"{key} does not apply to a pipeline (platform {ENSEMBLE})")
+    for key in ("inputs", "outputs", "steps"):
+        if not raw.get(key):
+            raise ValueError(f"a pipeline (platform {ENSEMBLE}) must declare its {key}")
+    if not isinstance(raw.get("max_batch_size"), int) or raw["max_batch_size"] < 1:
+        raise ValueError(
+            f"a pipeline (platform {ENSEMBLE}) batches its steps: max_batch_size must be "
+            f"at least 1, got {raw.get('max_batch_size')!r}"
+        )
+
+
+def _steps(raw: Any) -> tuple[StepConfig, ...]:
+    if not isinstance(raw, list):
+        raise TypeError("steps must be a list")
+    steps = []
+    for index, item in enumerate(raw):
+        where = f"steps[{index}]"
+        _check_keys(where, item, _STEP_KEYS)
+        kinds = [kind for kind in STEP_KINDS if kind in item]
+        if len(kinds) != 1:
+            raise ValueError(f"{where} needs exactly one of {list(STEP_KINDS)}; got {kinds}")
+        kind = kinds[0]
+        target = item[kind]
+        if not isinstance(target, str) or not target:
+            raise ValueError(f"{where}.{kind} must be a non-empty string, got {target!r}")
+        if kind != "model" and "version" in item:
+            raise ValueError(f"{where}.version applies to model steps only")
+        if kind == "model" and "options" in item:
+            raise ValueError(f"{where}.options apply to step and python steps, not models")
+        options = _mapping(f"{where}.options", item.get("options") or {})
+        steps.append(
+            StepConfig(
+                name=str(item.get("name", target.rpartition(":")[2])),
+                kind=kind,
+                target=target,
+                version=_step_version(where, item.get("version", "")),
+                options=dict(options),
+                input_map=_tensor_map(f"{where}.input_map", item.get("input_map") or {}),
+                output_map=_tensor_map(f"{where}.output_map", item.get("output_map") or {}),
+            )
+        )
+    names = [step.name for step in steps]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise ValueError(f"steps must have unique names; repeated: {duplicates} (set name:)")
+    return tuple(steps)
+
+
+def _step_version(where: str, raw: Any) -> str:
+    if raw == "":
+        return ""
+    if isinstance(raw, bool) or not isinstance(raw, int | str) or not str(raw).isdigit():
+        raise ValueError(f"{where}.version must be a version number, got {raw!r}")
+    return str(raw)
+
+
+def _mapping(where: str, raw: Any) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise TypeError(f"{where} must be a mapping, got {raw!r}")
+    return raw
+
+
+def _tensor_map(where: str, raw: Any) -> dict[str, str]:
+    for key, value in _mapping(where, raw).items():
+        if not isinstance(key, str) or not isinstance(value, str) or not value:
+            raise ValueError(
+                f"{where} must map tensor names to tensor names, got {key!r}: {value!r}"
+            )
+    return dict(raw)
+
+
+def _class_labels(model_dir: Path, raw: Any) -> dict[str, tuple[str, ...]]:
+    """`output: file`, a file in the model directory with one class label per line."""
+    labels = {}
+    for output, filename in _mapping("class_labels", raw).items():
+        path = (model_dir / str(filename)).resolve()
+        if model_dir.resolve() not in path.parents:
+            raise ValueError(
+                f"class_labels.{output}: {filename!r} must be a file in the model directory"
+            )
+        if not path.is_file():
+            raise ValueError(f"class_labels.{output}: no file {filename!r} in the model directory")
+        lines = tuple(path.read_text(encoding="utf-8").splitlines())
+        if not lines:
+            raise ValueError(f"class_labels.{output}: {filename!r} holds no labels")
+        labels[str(output)] = lines
+    return labels
 
 
 def _check_keys(where: str, raw: Any, allowed: set[str]) -> None:

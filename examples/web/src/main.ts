@@ -1,15 +1,14 @@
-// The demo page: draw or pick a digit and see `digits` classify it; type two sentences and
-// see how similar `minilm` finds them. Every call goes over gRPC-web through the gateway
-// that serves this page (or the one named by ?gateway=URL, which must allow this origin).
+// The demo page: draw or pick a digit and see `digit_from_png` classify the pad's PNG; type
+// two sentences and see how similar `sentence_embedding` finds them. The server does all the
+// preprocessing (decoding, resizing, tokenizing, pooling); the page sends images and text.
+// Every call goes over gRPC-web through the gateway that serves this page (or the one named
+// by ?gateway=URL, which must allow this origin).
 import { Code, ConnectError } from "@connectrpc/connect";
 import { gatewayTransport, inferenceClient } from "./client";
 import { predictDigits, type DigitPrediction } from "./digits";
-import { downsample, type Rgba } from "./downsample";
 import { DrawingPad } from "./pad";
-import { drawPreview } from "./preview";
 import { SAMPLE_DIGITS } from "./samples";
 import { similarity } from "./similarity";
-import { fetchTokenizer, type Tokenize } from "./tokenizer";
 
 function element<T extends HTMLElement>(id: string, type: new () => T): T {
   const found = document.getElementById(id);
@@ -26,9 +25,7 @@ const gateway = new URLSearchParams(location.search).get("gateway") ?? location.
 const client = inferenceClient(gatewayTransport(gateway));
 
 const status = element("status", HTMLElement);
-const pad = new DrawingPad(element("pad", HTMLCanvasElement), () => classify(pad.image()));
-const preview = element("preview", HTMLCanvasElement);
-const version = element("version", HTMLSelectElement);
+const pad = new DrawingPad(element("pad", HTMLCanvasElement), () => void classify());
 const label = element("digit-label", HTMLElement);
 const bars = element("probabilities", HTMLOListElement);
 const digitError = element("digit-error", HTMLElement);
@@ -36,7 +33,8 @@ const digitError = element("digit-error", HTMLElement);
 function showPrediction(prediction: DigitPrediction): void {
   label.textContent = String(prediction.label);
   label.dataset.version = prediction.version;
-  element("digit-version", HTMLElement).textContent = `model version ${prediction.version}`;
+  const version = element("digit-version", HTMLElement);
+  version.textContent = `digit_from_png version ${prediction.version}`;
   bars.replaceChildren(
     ...prediction.probabilities.map((p, digit) => {
       const item = document.createElement("li");
@@ -49,29 +47,26 @@ function showPrediction(prediction: DigitPrediction): void {
   );
 }
 
-let current: readonly number[] | null = null;
+let asked = 0; // the latest request; an older answer arriving late is dropped
 
-async function predict(pixels: readonly number[] | null): Promise<void> {
-  current = pixels;
-  drawPreview(preview, pixels);
-  preview.dataset.pixels = pixels?.join(",") ?? "";
+async function classify(): Promise<void> {
+  const mine = ++asked;
   digitError.textContent = "";
-  if (pixels === null) {
-    label.textContent = "–";
-    bars.replaceChildren();
-    return;
-  }
   label.textContent = "…";
   try {
-    const [prediction] = await predictDigits(client, [pixels], version.value);
-    if (pixels === current && prediction !== undefined) showPrediction(prediction);
+    const [prediction] = await predictDigits(client, [await pad.png()]);
+    if (mine === asked && prediction !== undefined) showPrediction(prediction);
   } catch (error) {
-    digitError.textContent = describe(error);
+    if (mine === asked) digitError.textContent = describe(error);
   }
 }
 
-function classify(image: Rgba): void {
-  void predict(downsample(image));
+function reset(): void {
+  asked++;
+  label.textContent = "–";
+  delete label.dataset.version;
+  bars.replaceChildren();
+  digitError.textContent = "";
 }
 
 const samples = element("samples", HTMLElement);
@@ -82,23 +77,19 @@ for (const sample of SAMPLE_DIGITS) {
   button.title = `load_digits() row ${sample.index}`;
   button.dataset.sample = String(sample.label);
   button.addEventListener("click", () => {
-    pad.clear();
-    void predict(sample.pixels);
+    pad.show(sample.pixels);
+    void classify();
   });
   samples.append(button);
 }
 element("clear", HTMLButtonElement).addEventListener("click", () => {
   pad.clear();
-  void predict(null);
+  reset();
 });
-version.addEventListener("change", () => void predict(current));
-drawPreview(preview, null);
 
-// Sentence similarity: the tokenizer files are served next to this page.
+// Sentence similarity: the sentences go as they are typed.
 const form = element("similarity-form", HTMLFormElement);
 const result = element("similarity", HTMLElement);
-const tokensView = element("tokens", HTMLElement);
-let tokenize: Promise<Tokenize> | null = null;
 
 form.addEventListener("submit", (event) => {
   event.preventDefault();
@@ -106,17 +97,13 @@ form.addEventListener("submit", (event) => {
 });
 
 async function compare(): Promise<void> {
-  const texts = [element("sentence-a", HTMLInputElement), element("sentence-b", HTMLInputElement)];
+  const [a, b] = ["sentence-a", "sentence-b"].map((id) => element(id, HTMLInputElement).value);
   result.textContent = "…";
   delete result.dataset.value;
   try {
-    tokenize ??= fetchTokenizer(new URL("./", location.href).href);
-    const encode = await tokenize;
-    const [a, b] = texts.map((input) => encode(input.value));
     const value = await similarity(client, a!, b!);
     result.textContent = value.toFixed(3);
     result.dataset.value = String(value);
-    tokensView.textContent = [a!, b!].map((t) => t.tokens.join(" ")).join("\n");
   } catch (error) {
     result.textContent = describe(error);
   }

@@ -1,5 +1,9 @@
-// A canvas a person draws on with a mouse, a pen or a finger.
-import type { Rgba } from "./downsample";
+// A canvas a person draws on with a mouse, a pen or a finger; what it shows is what is sent,
+// as a PNG.
+
+// A sample is 8x8 pixel values, row by row: 0 (blank) .. 16 (ink), as in load_digits.
+const SIDE = 8;
+const MAX_PIXEL = 16;
 
 export class DrawingPad {
   private readonly context: CanvasRenderingContext2D;
@@ -10,7 +14,7 @@ export class DrawingPad {
     private readonly canvas: HTMLCanvasElement,
     onStroke: () => void,
   ) {
-    const context = canvas.getContext("2d", { willReadFrequently: true });
+    const context = canvas.getContext("2d");
     if (context === null) throw new Error("no 2D canvas");
     this.context = context;
     context.lineCap = "round";
@@ -41,8 +45,23 @@ export class DrawingPad {
     this.context.clearRect(0, 0, this.canvas.width, this.canvas.height);
   }
 
-  image(): Rgba {
-    return this.context.getImageData(0, 0, this.canvas.width, this.canvas.height);
+  /** Paint an 8x8 sample over the whole pad, one grey square per pixel (dark is ink). */
+  show(pixels: readonly number[]): void {
+    const cell = this.canvas.width / SIDE;
+    pixels.forEach((value, index) => {
+      const shade = Math.round(255 * (1 - value / MAX_PIXEL));
+      this.context.fillStyle = `rgb(${shade}, ${shade}, ${shade})`;
+      this.context.fillRect((index % SIDE) * cell, Math.floor(index / SIDE) * cell, cell, cell);
+    });
+  }
+
+  /** The pad as PNG bytes: dark ink on a transparent background. */
+  async png(): Promise<Uint8Array> {
+    const blob = await new Promise<Blob | null>((resolve) => {
+      this.canvas.toBlob(resolve, "image/png");
+    });
+    if (blob === null) throw new Error("the canvas did not encode as PNG");
+    return new Uint8Array(await blob.arrayBuffer());
   }
 
   /** The event's position in canvas pixels (the canvas may be scaled by CSS). */

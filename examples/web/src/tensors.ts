@@ -1,5 +1,6 @@
 // Tensors in ModelInfer requests and responses, carried as raw little-endian bytes
-// (`raw_input_contents` / `raw_output_contents`), the V2 protocol's fast path.
+// (`raw_input_contents` / `raw_output_contents`), the V2 protocol's fast path. BYTES inputs
+// (text, encoded images) go as each element's 4-byte little-endian length, then its bytes.
 import { create } from "@bufbuild/protobuf";
 import {
   ModelInferRequestSchema,
@@ -61,6 +62,43 @@ export function tensor(
   return { name, datatype, shape, data };
 }
 
+/** A BYTES tensor of shape [elements.length]: one byte string per row. */
+export interface BytesTensor {
+  readonly name: string;
+  readonly datatype: "BYTES";
+  readonly shape: readonly number[];
+  readonly elements: readonly Uint8Array[];
+}
+
+export function bytesTensor(name: string, elements: readonly Uint8Array[]): BytesTensor {
+  return { name, datatype: "BYTES", shape: [elements.length], elements };
+}
+
+/** UTF-8 text, one string per row. */
+export function textTensor(name: string, texts: readonly string[]): BytesTensor {
+  const encoder = new TextEncoder();
+  return bytesTensor(name, texts.map((text) => encoder.encode(text)));
+}
+
+export type Input = Tensor | BytesTensor;
+
+/** An input's raw contents: a numeric tensor's bytes, or BYTES elements length-prefixed. */
+export function rawContents(input: Input): Uint8Array {
+  if (input.datatype !== "BYTES") {
+    return new Uint8Array(input.data.buffer, input.data.byteOffset, input.data.byteLength);
+  }
+  const size = input.elements.reduce((total, element) => total + 4 + element.length, 0);
+  const raw = new Uint8Array(size);
+  const view = new DataView(raw.buffer);
+  let offset = 0;
+  for (const element of input.elements) {
+    view.setUint32(offset, element.length, true);
+    raw.set(element, offset + 4);
+    offset += 4 + element.length;
+  }
+  return raw;
+}
+
 export interface InferOptions {
   /** "" (the default) is the newest ready version. */
   readonly version?: string;
@@ -72,7 +110,7 @@ export interface InferOptions {
 /** A ModelInferRequest carrying every input as raw bytes. */
 export function inferRequest(
   model: string,
-  inputs: readonly Tensor[],
+  inputs: readonly Input[],
   options: InferOptions = {},
 ): ModelInferRequest {
   return create(ModelInferRequestSchema, {
@@ -85,9 +123,7 @@ export function inferRequest(
       shape: input.shape.map(BigInt),
     })),
     outputs: (options.outputs ?? []).map((name) => ({ name })),
-    rawInputContents: inputs.map(
-      (input) => new Uint8Array(input.data.buffer, input.data.byteOffset, input.data.byteLength),
-    ),
+    rawInputContents: inputs.map(rawContents),
   });
 }
 

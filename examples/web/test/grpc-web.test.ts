@@ -7,8 +7,9 @@ import { gatewayTransport, healthClient, inferenceClient } from "../src/client";
 import { predictDigits } from "../src/digits";
 import { HealthCheckResponse_ServingStatus } from "../src/gen/grpc/health/v1/health_pb";
 import { SAMPLE_DIGITS } from "../src/samples";
-import { inferRequest, tensor } from "../src/tensors";
+import { bytesTensor, inferRequest, outputOf, outputTensors, tensor } from "../src/tensors";
 import { GATEWAY_URL, needsGateway } from "./env";
+import { samplePng } from "./png";
 
 const transport = gatewayTransport(GATEWAY_URL);
 const client = inferenceClient(transport);
@@ -47,18 +48,35 @@ describe("unary calls", { skip: needsGateway }, () => {
 
   for (const version of ["1", "2"]) {
     test(`ModelInfer on digits version ${version} with raw contents`, async () => {
-      const images = SAMPLE_DIGITS.map((sample) => sample.pixels);
-      const predictions = await predictDigits(client, images, version);
-      assert.deepEqual(
-        predictions.map((p) => p.label),
-        SAMPLE_DIGITS.map((sample) => sample.label),
-      );
-      for (const p of predictions) {
-        assert.equal(p.version, version);
-        assert.ok(Math.abs(p.probabilities.reduce((a, b) => a + b) - 1) < 1e-4);
-      }
+      const pixels = new Float32Array(SAMPLE_DIGITS.flatMap((sample) => sample.pixels));
+      const input = tensor("input", "FP32", [SAMPLE_DIGITS.length, 64], pixels);
+      const reply = await client.modelInfer(inferRequest("digits", [input], { version }));
+      const labels = outputOf(outputTensors(reply), "label", "INT64").data;
+      assert.equal(reply.modelVersion, version);
+      assert.deepEqual(Array.from(labels, Number), SAMPLE_DIGITS.map((sample) => sample.label));
     });
   }
+
+  test("ModelMetadata of digit_from_png: a pipeline with its own inputs and outputs", async () => {
+    const reply = await client.modelMetadata({ name: "digit_from_png" });
+    assert.equal(reply.platform, "ensemble");
+    assert.deepEqual(
+      reply.inputs.map((t) => [t.name, t.datatype, t.shape]),
+      [["image", "BYTES", [-1n]]],
+    );
+  });
+
+  test("digit_from_png classifies the samples sent as PNG bytes", async () => {
+    const predictions = await predictDigits(client, SAMPLE_DIGITS.map((s) => samplePng(s.pixels)));
+    assert.deepEqual(
+      predictions.map((p) => p.label),
+      SAMPLE_DIGITS.map((sample) => sample.label),
+    );
+    for (const p of predictions) {
+      assert.equal(p.version, "1");
+      assert.ok(Math.abs(p.probabilities.reduce((a, b) => a + b) - 1) < 1e-4);
+    }
+  });
 });
 
 describe("server streaming", { skip: needsGateway }, () => {
@@ -108,6 +126,17 @@ describe("error statuses", { skip: needsGateway }, () => {
     assert.equal(
       error.rawMessage,
       "input 'input': shape [1, 63] does not match the model's [-1, 64] (-1 is any size)",
+    );
+  });
+
+  test("bytes that are not an image are INVALID_ARGUMENT, naming the step", async () => {
+    const text = bytesTensor("image", [new TextEncoder().encode("not a PNG")]);
+    const error = await rejection(client.modelInfer(inferRequest("digit_from_png", [text])));
+    assert.equal(error.code, Code.InvalidArgument);
+    assert.equal(
+      error.rawMessage,
+      "pipeline 'digit_from_png' step 'decode_image': " +
+        "input 'image' row 0 is not a PNG or JPEG image",
     );
   });
 });
