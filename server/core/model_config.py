@@ -59,6 +59,15 @@ class Deprecation:
 
 
 @dataclass(frozen=True, slots=True)
+class PayloadLogging:
+    """Log a sample of this model's requests: input names, datatypes, shapes and digests,
+    and the values of outputs with at most `max_output_elements` elements (0: none)."""
+
+    sample: float = 1.0  # fraction of requests, in (0, 1]
+    max_output_elements: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class ModelConfig:
     name: str
     platform: str = PLATFORM
@@ -74,3 +83,4 @@ class ModelConfig:
     execution: str = "thread"
     labels: Mapping[str, int] = field(default_factory=dict)  # label -> version
     deprecated: Mapping[int, Deprecation] = field(default_factory=dict)  # by version
+    payload_logging: PayloadLogging | None = None  # None: payloads are never logged

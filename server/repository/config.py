@@ -23,6 +23,9 @@ Unknown keys are an error, so that a typo never silently changes behaviour.
         sunset: 2027-06-30      # a date (midnight UTC) or a timestamp; refused from then on
         replacement: stable     # a version or a label
         link: https://example.com/models/digits   # optional; default: the replacement's path
+    payload_logging:            # opt-in; never raw inputs (docs/observability.md)
+      sample: 0.01              # fraction of requests logged, 0 < sample <= 1
+      max_output_elements: 16   # outputs up to this many elements are logged in full; default 0
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from server.core.model_config import (
     BatchingConfig,
     Deprecation,
     ModelConfig,
+    PayloadLogging,
     VersionPolicy,
     WarmupInput,
 )
@@ -62,6 +66,7 @@ _TOP_KEYS = {
     "execution",
     "labels",
     "deprecated",
+    "payload_logging",
 }
 _LABEL = re.compile(r"[A-Za-z][A-Za-z0-9_.-]*")
 
@@ -115,6 +120,7 @@ def _parse(name: str, raw: dict[str, Any]) -> ModelConfig:
         execution=execution,
         labels=labels,
         deprecated=_deprecated(name, raw.get("deprecated") or [], labels),
+        payload_logging=_payload_logging(raw.get("payload_logging")),
     )
 
 
@@ -273,3 +279,18 @@ def _deprecated(name: str, raw: Any, labels: dict[str, int]) -> dict[int, Deprec
             link=str(item.get("link") or f"/v2/models/{name}/versions/{replacement}"),
         )
     return deprecated
+
+
+def _payload_logging(raw: Any) -> PayloadLogging | None:
+    if raw is None:
+        return None
+    _check_keys("payload_logging", raw, {"sample", "max_output_elements"})
+    sample = raw.get("sample", 1.0)
+    if isinstance(sample, bool) or not isinstance(sample, int | float) or not 0 < sample <= 1:
+        raise ValueError(f"payload_logging.sample must be a number in (0, 1], got {sample!r}")
+    return PayloadLogging(
+        sample=float(sample),
+        max_output_elements=_non_negative(
+            "payload_logging.max_output_elements", raw.get("max_output_elements", 0)
+        ),
+    )
