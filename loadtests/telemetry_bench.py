@@ -1,0 +1,210 @@
+"""What telemetry costs: digits under perf_analyzer with telemetry off, at its defaults, and
+with every request traced, in the same run.
+
+    python -m loadtests.telemetry_bench [--rounds 5] [--window-ms 3000] [--concurrency 32]
+
+One server per setting, all started first and idle while another one is measured; the
+runs alternate (off, defaults, traced, then the next round in a rotated order) so that
+the machine's noise falls on every setting alike. The report gives each setting's median
+throughput and p99 latency, and their ratios to telemetry off: the figure that counts is
+the ratio, not the absolute rate of a shared 2-core machine.
+
+Settings:
+    off       --metrics false: no metrics endpoint, no RPC interceptor, no spans
+    defaults  what `python -m server` does: metrics on (RPC timing interceptor, bucket
+              counts), no exporter so no spans, no access log
+    traced    defaults plus --trace-exporter otlp --trace-sample-ratio 1 to a receiver in
+              this process that accepts and drops the spans (it parses nothing)
+    access    defaults plus --access-log-sample 1 (only with --access)
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import json
+import os
+import queue
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from concurrent import futures
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+
+ROOT = Path(__file__).resolve().parents[1]
+PERF_ANALYZER = ROOT / ".venv" / "bin" / "perf_analyzer"
+OTLP_EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+
+
+@dataclass
+class Result:
+    throughput: list[float] = field(default_factory=list)
+    p99_us: list[float] = field(default_factory=list)
+
+
+class SpanSink:
+    """An OTLP/gRPC TraceService that answers every Export with an empty response."""
+
+    def __init__(self) -> None:
+        self.bytes = 0
+        self._server = grpc.server(futures.ThreadPoolExecutor(2))
+        handler = grpc.unary_unary_rpc_method_handler(self._export)
+        self._server.add_generic_rpc_handlers(
+            (
+                grpc.method_handlers_generic_handler(
+                    "opentelemetry.proto.collector.trace.v1.TraceService", {"Export": handler}
+                ),
+            )
+        )
+        self.port = self._server.add_insecure_port("127.0.0.1:0")
+        self._server.start()
+
+    def _export(self, request: bytes, context: object) -> bytes:
+        self.bytes += len(request)
+        return b""
+
+    def stop(self) -> None:
+        self._server.stop(0)
+
+
+@contextlib.contextmanager
+def server(*args: str) -> Iterator[int]:
+    command = [
+        sys.executable,
+        *("-m", "server", "--model-repository", "models", "--host", "127.0.0.1"),
+        *("--grpc-port", "0", "--metrics-port", "0", "--load-model", "digits", *args),
+    ]
+    process = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    found: queue.Queue[int | None] = queue.Queue()
+
+    def pump() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if '"event": "listening"' in line:
+                found.put(int(json.loads(line)["grpc_port"]))
+        found.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    try:
+        port = found.get(timeout=120)
+        if port is None:
+            raise RuntimeError(f"server did not start: {' '.join(command)}")
+        yield port
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def measure(port: int, concurrency: int, window_ms: int) -> tuple[float, float]:
+    """Throughput (infer/s) and p99 latency (us), averaged over three windows."""
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "pa.csv"
+        subprocess.run(
+            [
+                str(PERF_ANALYZER),
+                *("-m", "digits", "-i", "grpc", "-u", f"127.0.0.1:{port}"),
+                *("--concurrency-range", f"{concurrency}:{concurrency}"),
+                # Any three windows are "stable": the alternation, not perf_analyzer's
+                # stability check, is what cancels the noise of a shared machine.
+                *("-p", str(window_ms), "--stability-percentage", "1000", "--max-trials", "3"),
+                *("-f", str(report)),
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            timeout=600,
+        )
+        with report.open() as f:
+            row = next(csv.DictReader(f))
+    return float(row["Inferences/Second"]), float(row["p99 latency"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--window-ms", type=int, default=3000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--access", action="store_true", help="also measure the access log")
+    parser.add_argument("--json", type=Path, help="write the results here too")
+    args = parser.parse_args(argv)
+    if not PERF_ANALYZER.exists():
+        print("perf_analyzer is missing: run `make perf-analyzer`", file=sys.stderr)
+        return 2
+    sink = SpanSink()
+    settings: dict[str, tuple[str, ...]] = {
+        "off": ("--metrics", "false"),
+        "defaults": (),
+        "traced": (
+            *("--trace-exporter", "otlp", "--trace-sample-ratio", "1"),
+            *("--trace-otlp-endpoint", f"http://127.0.0.1:{sink.port}"),
+        ),
+    }
+    if args.access:
+        settings["access"] = ("--access-log-sample", "1")
+    results = {name: Result() for name in settings}
+    try:
+        with contextlib.ExitStack() as stack:
+            ports = {name: stack.enter_context(server(*flags)) for name, flags in settings.items()}
+            names = list(settings)
+            for round_ in range(args.rounds):
+                order = names[round_ % len(names) :] + names[: round_ % len(names)]
+                for name in order:
+                    rate, p99 = measure(ports[name], args.concurrency, args.window_ms)
+                    results[name].throughput.append(rate)
+                    results[name].p99_us.append(p99)
+                    print(
+                        f"round {round_ + 1} {name:9s} {rate:8.0f} infer/s  p99 {p99:7.0f} us",
+                        flush=True,
+                    )
+    finally:
+        sink.stop()
+    base = results["off"]
+    base_rate = statistics.median(base.throughput)
+    base_p99 = statistics.median(base.p99_us)
+    summary = {}
+    print(f"\ndigits, c={args.concurrency}, {args.rounds} alternating rounds, medians:")
+    for name, result in results.items():
+        rate = statistics.median(result.throughput)
+        p99 = statistics.median(result.p99_us)
+        paired = [t / b for t, b in zip(result.throughput, base.throughput, strict=True)]
+        summary[name] = {
+            "throughput": rate,
+            "p99_us": p99,
+            "throughput_ratio": rate / base_rate,
+            "p99_ratio": p99 / base_p99,
+            "paired_ratios": paired,
+        }
+        print(
+            f"  {name:9s} {rate:8.0f} infer/s ({rate / base_rate:6.1%} of off; paired "
+            f"{min(paired):.3f}..{max(paired):.3f})  p99 {p99:7.0f} us "
+            f"({p99 / base_p99:6.1%} of off)"
+        )
+    print(f"  span bytes received while traced: {sink.bytes}")
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    os.chdir(ROOT)
+    sys.exit(main())
