@@ -143,8 +143,9 @@ class InferenceServer:
         self._metrics_address = metrics_address
         self._endpoint: MetricsEndpoint | None = None
         self.metrics_port = 0
+        self.interceptors = self._interceptors()
         self.server = grpc.aio.server(
-            interceptors=self._interceptors(),
+            interceptors=self.interceptors,
             options=[
                 ("grpc.max_receive_message_length", settings.max_message_bytes),
                 ("grpc.max_send_message_length", settings.max_message_bytes),
