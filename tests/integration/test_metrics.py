@@ -270,9 +270,9 @@ def test_metrics_off(repository: Path) -> None:
 def test_a_taken_metrics_port_is_a_startup_error(repository: Path) -> None:
     with start_server(repository) as first:
         taken = str(metrics_port(first))
-        with pytest.raises(RuntimeError, match="cannot bind the metrics port"):
-            with start_server(repository, "--metrics-port", taken):
-                pass
+        refused = pytest.raises(RuntimeError, match="cannot bind the metrics port")
+        with refused, start_server(repository, "--metrics-port", taken):
+            pass
 
 
 def test_two_workers_add_up(repository: Path) -> None:
