@@ -5,9 +5,15 @@ with every request traced, in the same run.
 
 One server per setting, all started first and idle while another one is measured; the
 runs alternate (off, defaults, traced, then the next round in a rotated order) so that
-the machine's noise falls on every setting alike. The report gives each setting's median
-throughput and p99 latency, and their ratios to telemetry off: the figure that counts is
-the ratio, not the absolute rate of a shared 2-core machine.
+the machine's noise falls on every setting alike. Besides perf_analyzer's figures, each
+run reads the server process's CPU time (/proc, every thread) and its own success count
+before and after, so the report also gives server CPU time per request: the cost itself,
+which other load on the machine disturbs far less than it disturbs throughput. Each round
+pairs every setting with the
+off run of the same round, seconds apart; the report gives, per setting, the median of
+those paired throughput ratios with their interquartile range, and the medians of the
+rates and p99 latencies. The figure that counts is the ratio, not the absolute rate of a
+shared 2-core machine; on a busy machine, use more rounds rather than longer windows.
 
 Settings:
     off       --metrics false: no metrics endpoint, no RPC interceptor, no spans
@@ -40,6 +46,7 @@ from pathlib import Path
 import grpc
 
 ROOT = Path(__file__).resolve().parents[1]
+TICKS = os.sysconf("SC_CLK_TCK")
 PERF_ANALYZER = ROOT / ".venv" / "bin" / "perf_analyzer"
 OTLP_EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 
@@ -48,6 +55,37 @@ OTLP_EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 class Result:
     throughput: list[float] = field(default_factory=list)
     p99_us: list[float] = field(default_factory=list)
+    cpu_us: list[float] = field(default_factory=list)  # server CPU time per request
+
+
+@dataclass(frozen=True)
+class Running:
+    port: int
+    pid: int
+
+    def cpu_s(self) -> float:
+        """User + system CPU time of the server process, every thread included."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICKS
+
+    def answered(self) -> int:
+        """Successful requests so far, from the server's own ModelStatistics."""
+        with grpc.insecure_channel(f"127.0.0.1:{self.port}") as channel:
+            reply = channel.unary_unary(
+                "/inference.GRPCInferenceService/ModelStatistics",
+                request_serializer=lambda _: b"",  # every model, every version
+                response_deserializer=_success_counts,
+            )(None, timeout=30)
+        return int(reply)
+
+
+def _success_counts(data: bytes) -> int:
+    """Sum of inference_stats.success.count over a ModelStatisticsResponse, read with
+    tritonclient's generated messages (the server's own are not importable here)."""
+    from tritonclient.grpc import service_pb2
+
+    reply = service_pb2.ModelStatisticsResponse.FromString(data)
+    return sum(s.inference_stats.success.count for s in reply.model_stats)
 
 
 class SpanSink:
@@ -76,7 +114,7 @@ class SpanSink:
 
 
 @contextlib.contextmanager
-def server(*args: str) -> Iterator[int]:
+def server(*args: str) -> Iterator[Running]:
     command = [
         sys.executable,
         *("-m", "server", "--model-repository", "models", "--host", "127.0.0.1"),
@@ -104,7 +142,7 @@ def server(*args: str) -> Iterator[int]:
         port = found.get(timeout=120)
         if port is None:
             raise RuntimeError(f"server did not start: {' '.join(command)}")
-        yield port
+        yield Running(port, process.pid)
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
@@ -141,8 +179,8 @@ def measure(port: int, concurrency: int, window_ms: int) -> tuple[float, float]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--window-ms", type=int, default=3000)
+    parser.add_argument("--rounds", type=int, default=12)
+    parser.add_argument("--window-ms", type=int, default=1500)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--access", action="store_true", help="also measure the access log")
     parser.add_argument("--json", type=Path, help="write the results here too")
@@ -164,22 +202,26 @@ def main(argv: list[str] | None = None) -> int:
     results = {name: Result() for name in settings}
     try:
         with contextlib.ExitStack() as stack:
-            ports = {name: stack.enter_context(server(*flags)) for name, flags in settings.items()}
+            servers = {n: stack.enter_context(server(*flags)) for n, flags in settings.items()}
             names = list(settings)
             for round_ in range(args.rounds):
                 order = names[round_ % len(names) :] + names[: round_ % len(names)]
                 for name in order:
-                    rate, p99 = measure(ports[name], args.concurrency, args.window_ms)
+                    running = servers[name]
+                    cpu, answered = running.cpu_s(), running.answered()
+                    rate, p99 = measure(running.port, args.concurrency, args.window_ms)
+                    cpu_us = (running.cpu_s() - cpu) / (running.answered() - answered) * 1e6
                     results[name].throughput.append(rate)
                     results[name].p99_us.append(p99)
+                    results[name].cpu_us.append(cpu_us)
                     print(
-                        f"round {round_ + 1} {name:9s} {rate:8.0f} infer/s  p99 {p99:7.0f} us",
+                        f"round {round_ + 1} {name:9s} {rate:8.0f} infer/s  p99 {p99:7.0f} us"
+                        f"  server CPU {cpu_us:6.1f} us/request",
                         flush=True,
                     )
     finally:
         sink.stop()
     base = results["off"]
-    base_rate = statistics.median(base.throughput)
     base_p99 = statistics.median(base.p99_us)
     summary = {}
     print(f"\ndigits, c={args.concurrency}, {args.rounds} alternating rounds, medians:")
@@ -187,17 +229,25 @@ def main(argv: list[str] | None = None) -> int:
         rate = statistics.median(result.throughput)
         p99 = statistics.median(result.p99_us)
         paired = [t / b for t, b in zip(result.throughput, base.throughput, strict=True)]
+        quartiles = statistics.quantiles(paired, n=4) if len(paired) > 1 else paired * 3
+        cpu = statistics.median(result.cpu_us)
+        cpu_ratio = cpu / statistics.median(base.cpu_us)
         summary[name] = {
             "throughput": rate,
             "p99_us": p99,
-            "throughput_ratio": rate / base_rate,
+            "paired_throughput_ratio": statistics.median(paired),
+            "paired_ratio_iqr": [quartiles[0], quartiles[2]],
             "p99_ratio": p99 / base_p99,
+            "cpu_us_per_request": cpu,
+            "cpu_ratio": cpu_ratio,
             "paired_ratios": paired,
+            "cpu_us": result.cpu_us,
         }
         print(
-            f"  {name:9s} {rate:8.0f} infer/s ({rate / base_rate:6.1%} of off; paired "
-            f"{min(paired):.3f}..{max(paired):.3f})  p99 {p99:7.0f} us "
-            f"({p99 / base_p99:6.1%} of off)"
+            f"  {name:9s} throughput {statistics.median(paired):.3f}x off (paired; IQR "
+            f"{quartiles[0]:.3f}..{quartiles[2]:.3f}); server CPU {cpu:6.1f} us/request = "
+            f"{cpu_ratio:.3f}x off; medians {rate:6.0f} infer/s, p99 {p99:7.0f} us "
+            f"({p99 / base_p99:.2f}x off)"
         )
     print(f"  span bytes received while traced: {sink.bytes}")
     if args.json:

@@ -7,17 +7,27 @@ With an exporter (`otlp`: OTLP over gRPC; `console`: one JSON object per line on
 standard output), each RPC gets a SERVER span from opentelemetry-instrumentation-grpc
 (installed by the gRPC face with `provider`), whose parent is the W3C `traceparent` the
 client (or Envoy) sent. Sampling is parent-based: a sampled parent is always followed,
-and a root is sampled with `--trace-sample-ratio`. For each traced request the batcher's
-observer adds, after the fact, two children of its RPC span:
+and a root is sampled with `--trace-sample-ratio`.
 
-    inference.queue     arrival -> its batch left the queue
-    inference.execute   batch left -> batch finished   (links to the batch span)
+When a traced request's batch ends, the batcher's observer adds two events to its RPC
+span, with the batcher's own timestamps:
+
+    inference.queue     when its batch left the queue; inference.queue.duration (s)
+    inference.execute   when the batch finished; inference.compute.duration (s),
+                        inference.batch.size (rows), inference.batch.requests, and the
+                        batch span's inference.batch.trace_id and .span_id
 
 and each execution that served a traced request gets one `inference.batch` span, a root
-of its own trace that links the RPC span of every traced request it served. Batch spans
-are always recorded when they exist (their own provider samples everything), so a link
-from a sampled request never points at nothing. Attributes: model, version,
-inference.batch.size (rows), inference.batch.requests.
+of its own trace that links the RPC span of every traced request it served (model,
+version, inference.batch.size, inference.batch.requests). Batch spans are always recorded
+when they exist (their own provider samples everything), so a request never names a batch
+span that was dropped.
+
+Events rather than child spans: an event costs about a quarter of a span to create and
+travels inside its span, where a child span is one more span to export; with every request
+traced that halved the throughput cost of tracing (docs/observability.md, "Figures"). A
+stream's requests all add events to the stream's one span, which the SDK caps (128 events
+by default, OTEL_SPAN_EVENT_COUNT_LIMIT).
 """
 
 from __future__ import annotations
@@ -87,11 +97,10 @@ class Tracing:
         self.provider.add_span_processor(self._processor)
         self._batch_provider = TracerProvider(sampler=ALWAYS_ON, resource=resource)
         self._batch_provider.add_span_processor(self._processor)
-        self._tracer = self.provider.get_tracer(SCOPE)
         self._batch_tracer = self._batch_provider.get_tracer(SCOPE)
 
     def observer(self, model: str, version: int) -> BatchTracer:
-        return BatchTracer(self._tracer, self._batch_tracer, model, version)
+        return BatchTracer(self._batch_tracer, model, version)
 
     def shutdown(self) -> None:
         """Export what is buffered (bounded), then stop the export thread."""
@@ -104,7 +113,6 @@ class Tracing:
 class BatchTracer:
     """The batcher's observer for one model version (`core.observers.BatchObserver`)."""
 
-    tracer: trace.Tracer
     batch_tracer: trace.Tracer
     model: str
     version: int
@@ -152,25 +160,21 @@ class BatchTracer:
         )
         batch.set_status(status)
         batch.end(end)
-        batch_link = [Link(batch.get_span_context())]
+        context = batch.get_span_context()
+        execute_attributes: dict[str, str | int | float] = {
+            "inference.compute.duration": (finished_ns - dispatched_ns) / 1e9,
+            "inference.batch.size": rows,
+            "inference.batch.requests": len(tokens),
+            "inference.batch.trace_id": format(context.trace_id, "032x"),
+            "inference.batch.span_id": format(context.span_id, "016x"),
+        }
+        if error is not None:
+            execute_attributes["error.type"] = _error_status(error).description or "error"
         for token, arrived in traced:
-            parent = trace.set_span_in_context(token)  # type: ignore[arg-type]
-            queued = self.tracer.start_span(
-                "inference.queue",
-                context=parent,
-                attributes={"model": self.model, "version": self.version},
-                start_time=arrived + offset,
-            )
-            queued.end(start)
-            execute = self.tracer.start_span(
-                "inference.execute",
-                context=parent,
-                attributes=attributes,
-                links=batch_link,
-                start_time=start,
-            )
-            execute.set_status(status)
-            execute.end(end)
+            span: trace.Span = token  # type: ignore[assignment]
+            waited = {"inference.queue.duration": (dispatched_ns - arrived) / 1e9}
+            span.add_event("inference.queue", waited, start)
+            span.add_event("inference.execute", execute_attributes, end)
 
 
 def _error_status(error: BaseException) -> Status:

@@ -93,12 +93,16 @@ def test_spans_reach_an_otlp_receiver_and_logs_carry_the_trace_id(
         assert server.start_line["trace_exporter"] == "otlp"
         _infer(server, (("traceparent", TRACEPARENT),))
         (rpc,) = collector.wait_for(METHOD)
-        (execute,) = collector.wait_for("inference.execute")
-        collector.wait_for("inference.batch")
+        (batch,) = collector.wait_for("inference.batch")
     assert rpc.trace_id.hex() == TRACE_ID
     assert rpc.parent_span_id.hex() == PARENT_ID
     assert rpc.kind == trace_pb2.Span.SPAN_KIND_SERVER
-    assert execute.trace_id.hex() == TRACE_ID and execute.parent_span_id == rpc.span_id
+    events = {e.name: {a.key: a.value for a in e.attributes} for e in rpc.events}
+    assert {"inference.queue", "inference.execute"} <= events.keys()
+    execute = events["inference.execute"]
+    assert execute["inference.batch.size"].int_value == 1
+    assert execute["inference.batch.span_id"].string_value == batch.span_id.hex()
+    assert [(link.trace_id, link.span_id) for link in batch.links] == [(rpc.trace_id, rpc.span_id)]
     assert {"service.name": "v2-inference-server"}.items() <= collector.resources[0].items()
 
     records = [json.loads(line) for line in server.log_lines]  # every line is one JSON object

@@ -1,6 +1,6 @@
-"""Traces on an in-process server: the span tree of one request whose parent is an incoming
-W3C traceparent, the batch span and its links, log lines carrying the span's trace id,
-and nothing traced at the defaults."""
+"""Traces on an in-process server: the span of one request whose parent is an incoming W3C
+traceparent, its queue and execution events, the batch span and its links, log lines
+carrying the span's trace id, and nothing traced at the defaults."""
 
 from __future__ import annotations
 
@@ -111,7 +111,7 @@ async def test_span_tree_of_one_request(
     stub, exporter = traced
     await stub.ModelInfer(_request(rows=2), metadata=(("traceparent", TRACEPARENT),))
     spans = _by_name(await _finished(exporter, 1))
-    assert sorted(spans) == [METHOD, "inference.batch", "inference.execute", "inference.queue"]
+    assert sorted(spans) == [METHOD, "inference.batch"]
     (rpc,) = spans[METHOD]
     assert rpc.kind == SpanKind.SERVER
     assert rpc.context is not None and rpc.parent is not None
@@ -123,31 +123,34 @@ async def test_span_tree_of_one_request(
     assert rpc.attributes["rpc.grpc.status_code"] == 0
     assert (rpc.attributes["model"], rpc.attributes["version"]) == ("double", 1)
 
-    (queue,) = spans["inference.queue"]
-    (execute,) = spans["inference.execute"]
     (batch,) = spans["inference.batch"]
-    for child in (queue, execute):
-        assert child.parent is not None and child.context is not None
-        assert child.parent.span_id == rpc.context.span_id
-        assert child.context.trace_id == TRACE_ID
-    assert queue.start_time is not None and queue.end_time is not None
-    assert execute.start_time is not None and execute.end_time is not None
-    assert rpc.start_time is not None and rpc.end_time is not None
-    assert rpc.start_time <= queue.start_time <= queue.end_time == execute.start_time
-    assert execute.end_time <= rpc.end_time
-    expected = {
+    assert batch.parent is None  # a batch is a root: it serves many traces
+    assert batch.context is not None
+    assert dict(batch.attributes or {}) == {
         "model": "double",
         "version": 1,
         "inference.batch.size": 2,
         "inference.batch.requests": 1,
     }
-    assert dict(execute.attributes or {}) == expected
-    assert dict(batch.attributes or {}) == expected
-    assert batch.parent is None  # a batch is a root: it serves many traces
-    assert batch.context is not None
     assert [link.context.span_id for link in batch.links] == [rpc.context.span_id]
-    assert [link.context.span_id for link in execute.links] == [batch.context.span_id]
-    assert execute.status.status_code == StatusCode.OK
+    assert batch.status.status_code == StatusCode.OK
+
+    queued, executed = rpc.events
+    assert (queued.name, executed.name) == ("inference.queue", "inference.execute")
+    assert rpc.start_time is not None and rpc.end_time is not None
+    assert batch.start_time is not None and batch.end_time is not None
+    # The queue wait ends as the batch starts; the execution ends with it.
+    assert rpc.start_time <= queued.timestamp == batch.start_time
+    assert executed.timestamp == batch.end_time <= rpc.end_time
+    waited = dict(queued.attributes or {})["inference.queue.duration"]
+    assert isinstance(waited, float) and 0 <= waited < 1
+    execute = dict(executed.attributes or {})
+    assert execute["inference.compute.duration"] == pytest.approx(
+        (batch.end_time - batch.start_time) / 1e9
+    )
+    assert (execute["inference.batch.size"], execute["inference.batch.requests"]) == (2, 1)
+    assert execute["inference.batch.trace_id"] == f"{batch.context.trace_id:032x}"
+    assert execute["inference.batch.span_id"] == f"{batch.context.span_id:016x}"
 
     (line,) = access_lines.lines
     record = json.loads(line)
@@ -167,6 +170,13 @@ async def test_a_batch_links_every_request_it_served(
     assert len(rpcs) == BURST
     linked = [link.context.span_id for b in spans["inference.batch"] for link in b.links]
     assert sorted(linked) == sorted(rpcs)  # each request in exactly one batch
+    named = {
+        dict(e.attributes or {})["inference.batch.span_id"]
+        for s in spans[METHOD]
+        for e in s.events
+        if e.name == "inference.execute"
+    }
+    assert named == {f"{b.context.span_id:016x}" for b in spans["inference.batch"] if b.context}
     sizes = [dict(b.attributes or {})["inference.batch.size"] for b in spans["inference.batch"]]
     assert sum(sizes) == BURST and max(sizes) > 1  # batched, and every row accounted for
 
@@ -190,7 +200,8 @@ async def test_failed_request_span_has_the_status(
     request.raw_input_contents[0] = np.ones((2, 5), np.float32).tobytes()
     with pytest.raises(grpc.aio.AioRpcError):
         await stub.ModelInfer(request, metadata=(("traceparent", TRACEPARENT),))
-    (rpc,) = await _finished(exporter, 1)  # refused before queueing: no queue span
+    (rpc,) = await _finished(exporter, 1)  # refused before queueing: no batch
+    assert not [e.name for e in rpc.events if e.name.startswith("inference.")]
     assert rpc.attributes is not None
     assert rpc.attributes["rpc.grpc.status_code"] == grpc.StatusCode.INVALID_ARGUMENT.value[0]
     # The RPC semantic conventions: a server span's status stays unset for the client's
