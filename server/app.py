@@ -256,7 +256,9 @@ class InferenceServer:
         if self.metrics is not None:
             self.metrics.shutdown()
         if self.tracing is not None:
-            await asyncio.to_thread(self.tracing.shutdown)
+            tracing = self.tracing
+            if not await asyncio.get_running_loop().run_in_executor(None, tracing.shutdown):
+                log.warning("spans not exported in time", extra={"event": "trace_flush_timeout"})
         log.info("stopped", extra={"event": "stopped", "worker": self.worker})
 
     def _custom_tracing(self) -> bool:

@@ -255,7 +255,9 @@ class Metrics:
         self._lock = threading.Lock()  # one scrape at a time; never taken on the loop
         self.registry = CollectorRegistry(auto_describe=False)
         self._reader = _Reader(self.registry, resource, lambda: histograms(self._snapshot))
-        self._provider = MeterProvider(metric_readers=[self._reader], resource=resource)
+        self._provider = MeterProvider(
+            metric_readers=[self._reader], resource=resource, shutdown_on_exit=False
+        )
         meter = self._provider.get_meter(SCOPE)
         counters: list[tuple[str, str, str, Callable[[], Iterable[Observation]]]] = [
             ("inference.requests", "{request}", "Requests by outcome", self._requests),

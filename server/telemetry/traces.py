@@ -33,6 +33,7 @@ by default, OTEL_SPAN_EVENT_COUNT_LIMIT).
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -92,21 +93,34 @@ class Tracing:
             SimpleSpanProcessor(exporter) if synchronous else BatchSpanProcessor(exporter)
         )
         self.provider = TracerProvider(
-            sampler=ParentBased(TraceIdRatioBased(sample_ratio)), resource=resource
+            sampler=ParentBased(TraceIdRatioBased(sample_ratio)),
+            resource=resource,
+            shutdown_on_exit=False,  # `shutdown` is a bounded step of the server's stop
         )
         self.provider.add_span_processor(self._processor)
-        self._batch_provider = TracerProvider(sampler=ALWAYS_ON, resource=resource)
+        self._batch_provider = TracerProvider(
+            sampler=ALWAYS_ON, resource=resource, shutdown_on_exit=False
+        )
         self._batch_provider.add_span_processor(self._processor)
         self._batch_tracer = self._batch_provider.get_tracer(SCOPE)
 
     def observer(self, model: str, version: int) -> BatchTracer:
         return BatchTracer(self._batch_tracer, model, version)
 
-    def shutdown(self) -> None:
-        """Export what is buffered (bounded), then stop the export thread."""
-        self._processor.force_flush(FLUSH_TIMEOUT_MS)
-        self.provider.shutdown()
-        self._batch_provider.shutdown()
+    def shutdown(self, timeout_s: float = FLUSH_TIMEOUT_MS / 1000) -> bool:
+        """Export what is buffered and stop the export thread, within `timeout_s`; False
+        if that did not finish (an unreachable collector retries for longer), in which
+        case the spans still buffered are lost with the process."""
+        done = threading.Event()
+
+        def stop() -> None:
+            self._processor.force_flush(int(timeout_s * 1000))
+            self.provider.shutdown()
+            self._batch_provider.shutdown()
+            done.set()
+
+        threading.Thread(target=stop, name="trace-shutdown", daemon=True).start()
+        return done.wait(timeout_s)
 
 
 @dataclass(slots=True)

@@ -5,6 +5,7 @@ the access log's lines carry that same trace id."""
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.trace.v1 import trace_pb2
-from processes import ServerProcess, start_server
+from processes import ServerProcess, start_server, stop_process
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -140,3 +141,21 @@ def test_the_access_log_is_off_by_default(
     assert [r for r in records if r.get("event") == "access"] == []
     events = [r.get("event") for r in records]
     assert "listening" in events and "model_state" in events and "stopped" in events
+
+
+def test_an_unreachable_collector_does_not_hold_up_shutdown(
+    tmp_path: Path, write_model: Writer, add_constant_model: Callable[[float], bytes]
+) -> None:
+    """Spans for a collector that never answers are given up after 5 s, not retried for
+    as long as the exporter would; the server still stops cleanly."""
+    write_model(tmp_path, "add", {1: add_constant_model(1.0)}, "max_batch_size: 4\n")
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    flags = ("--trace-exporter", "otlp", "--trace-otlp-endpoint", f"http://127.0.0.1:{port}")
+    with start_server(tmp_path, *flags, "--shutdown-grace-s", "1") as server:
+        _infer(server, (("traceparent", TRACEPARENT),))
+        started = time.monotonic()
+        assert stop_process(server.process, timeout=30) == 0
+        took = time.monotonic() - started
+    assert took < 1 + 5 + 3, took  # grace, the flush bound, and some slack for a busy machine
