@@ -12,7 +12,7 @@ ModelStatistics and /metrics therefore read the same numbers.
 
 from __future__ import annotations
 
-import bisect
+from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -41,7 +41,7 @@ class Buckets:
             self.counts = [0] * (len(self.bounds) + 1)
 
     def add(self, value: int) -> None:
-        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.counts[bisect_left(self.bounds, value)] += 1
         self.total += value
 
     @property

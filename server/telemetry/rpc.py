@@ -14,13 +14,18 @@ class RpcStats:
     def __init__(self) -> None:
         self._calls: dict[tuple[str, str], Buckets] = {}
 
-    def record(self, method: str, code: str, ns: int) -> None:
-        """One call of `method` (its full name, `package.Service/Method`) ended with `code`."""
+    def buckets(self, method: str, code: str) -> Buckets:
+        """The histogram of `method` (its full name, `package.Service/Method`) ending with
+        `code`; callers may keep it and `add` to it directly."""
         key = (method, code)
         buckets = self._calls.get(key)
         if buckets is None:
             buckets = self._calls[key] = Buckets()
-        buckets.add(ns)
+        return buckets
+
+    def record(self, method: str, code: str, ns: int) -> None:
+        """One call of `method` ended with `code`."""
+        self.buckets(method, code).add(ns)
 
     def snapshot(self) -> dict[tuple[str, str], Buckets]:
         """Copies, to be read off the event loop thread."""

@@ -139,7 +139,7 @@ async def test_cancelled_and_refused_requests_are_counted(tmp_path: Path) -> Non
             for key, value in samples.items()
             if key[0] == "rpc_server_call_duration_seconds_count"
         }
-        assert rpc == {"RESOURCE_EXHAUSTED": 1, "CANCELLED": 1}
+        assert rpc == {"OK": 0, "RESOURCE_EXHAUSTED": 1, "CANCELLED": 1}
     finally:
         await server.stop()
 

@@ -106,6 +106,7 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
 
     def _unary(self, method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
         rpc, access = self._rpc, self._access
+        ok = rpc.buckets(method, "OK") if rpc is not None else None  # the common case
 
         async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
             start = _clock()
@@ -123,7 +124,9 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
                 raise
             finally:
                 ns = _clock() - start
-                if rpc is not None:
+                if ok is not None and code == "OK":
+                    ok.add(ns)
+                elif rpc is not None:
                     rpc.record(method, code, ns)
                 if access is not None and access.sampled():
                     access.write(
