@@ -23,11 +23,10 @@ version, inference.batch.size, inference.batch.requests). Batch spans are always
 when they exist (their own provider samples everything), so a request never names a batch
 span that was dropped.
 
-Events rather than child spans: an event costs about a quarter of a span to create and
-travels inside its span, where a child span is one more span to export; with every request
-traced that halved the throughput cost of tracing (docs/observability.md, "Figures"). A
-stream's requests all add events to the stream's one span, which the SDK caps (128 events
-by default, OTEL_SPAN_EVENT_COUNT_LIMIT).
+Events rather than child spans: creating an event costs about a quarter of creating a
+span, and it travels inside its span, where each child span is one more span to encode and
+export (docs/observability.md, "Figures"). A stream's requests all add events to the
+stream's one span, which the SDK caps (128 events by default, OTEL_SPAN_EVENT_COUNT_LIMIT).
 """
 
 from __future__ import annotations
