@@ -7,10 +7,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 # `make run` settings (README, docs/configuration.md): the gRPC port, the gateway's REST and
-# gRPC-web port, the address both bind, Envoy's admin port (0: any free one), and any
-# further server flags, e.g. SERVER_ARGS='--model-control-mode poll'.
+# gRPC-web port, the server's Prometheus metrics port (/metrics; 0: any free one), the
+# address all bind, Envoy's admin port (0: any free one), and any further server flags,
+# e.g. SERVER_ARGS='--model-control-mode poll'.
 GRPC_PORT ?= 8001
 HTTP_PORT ?= 8000
+METRICS_PORT ?= 8002
 HOST ?= 127.0.0.1
 ADMIN_PORT ?= 0
 SERVER_ARGS ?=
@@ -77,17 +79,23 @@ web: $(WEB)/dist/index.html
 /usr/bin/chromium:
 	apt-get update -qq && apt-get install -y -qq chromium
 
-# gRPC on $(GRPC_PORT), REST and gRPC-web on $(HTTP_PORT), the demo page at /web/.
+# Prometheus and promtool for the metrics tests (tests/integration/test_prometheus.py):
+# Debian's package; the tests start their own Prometheus on a free port.
+/usr/bin/prometheus:
+	apt-get update -qq && apt-get install -y -qq prometheus
+
+# gRPC on $(GRPC_PORT), REST and gRPC-web on $(HTTP_PORT), the demo page at /web/, metrics
+# at http://$(HOST):$(METRICS_PORT)/metrics.
 # Ctrl-C stops both. When either one exits, the other is stopped too, and make exits with
 # the first one's status: a server that cannot bind never leaves a gateway answering 503.
 run: protos models gateway web
 	@trap 'stopped=1; kill $$server $$gateway 2>/dev/null' INT TERM; \
-	$(PY) -m server --model-repository models --host $(HOST) --grpc-port $(GRPC_PORT) $(SERVER_ARGS) & server=$$!; \
+	$(PY) -m server --model-repository models --host $(HOST) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT) $(SERVER_ARGS) & server=$$!; \
 	$(PY) -m gateway run --listen-host $(HOST) --listen-port $(HTTP_PORT) --admin-port $(ADMIN_PORT) --upstream $(HOST):$(GRPC_PORT) $(WEB_STATIC) & gateway=$$!; \
 	wait -n $$server $$gateway; status=$$?; \
 	kill $$server $$gateway 2>/dev/null; wait; [ -n "$$stopped" ] && exit 0; exit $$status
 
-test: install-test protos models gateway web perf-analyzer /usr/bin/chromium
+test: install-test protos models gateway web perf-analyzer /usr/bin/chromium /usr/bin/prometheus
 	$(PY) -m ruff check server gateway tests models loadtests
 	$(PY) -m ruff format --check server gateway tests models loadtests
 	$(VENV)/bin/hadolint Dockerfile

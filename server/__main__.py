@@ -15,7 +15,7 @@ log = logging.getLogger("server")
 
 def main(argv: list[str] | None = None) -> int:
     config = settings.parse(argv)
-    logs.configure(config.log_level)
+    logs.configure(config.log_level, config.payload_log_file)
     try:
         if config.workers > 1:
             return supervisor.run(config)

@@ -6,8 +6,13 @@ Shutdown is a sequence of named steps, each bounded (`InferenceServer.stop`):
 3. stop accepting RPCs (new ones get UNAVAILABLE) and let every admitted RPC finish on
    the models it needs, for at most `--shutdown-grace-s`;
 4. drain the batchers, which by now hold nothing an admitted RPC waits for;
-5. release the sessions, and exit 0.
+5. release the sessions, stop the metrics endpoint, flush the spans, and exit 0.
 A second SIGINT or SIGTERM exits at once with status 1.
+
+Telemetry (docs/observability.md) is wired here: the metrics read the repository's and
+the interceptor's counters; tracing, when an exporter is chosen, adds the RPC span
+interceptor and an observer to every batcher; models that ask for payload logging get the
+payload logger through the data plane.
 """
 
 from __future__ import annotations
@@ -25,10 +30,13 @@ from importlib.metadata import version as package_version
 import grpc
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace.export import SpanExporter
 
 from inference import grpc_service_pb2 as pb
 from inference import http_service_pb2 as http_pb
 from inference import http_service_pb2_grpc as http_pb_grpc
+from server.api.grpc import telemetry as grpc_telemetry
 from server.api.grpc.health import Health
 from server.api.grpc.servicer import InferenceServicer
 from server.api.http.servicer import RestServicer
@@ -39,6 +47,12 @@ from server.execution.version import OnnxVersions
 from server.repository.poller import Poller
 from server.repository.repository import Repository
 from server.settings import Settings
+from server.telemetry.access import AccessLog
+from server.telemetry.endpoint import MetricsEndpoint
+from server.telemetry.metrics import Metrics, Sources
+from server.telemetry.payloads import PayloadLogger
+from server.telemetry.rpc import RpcStats
+from server.telemetry.traces import Tracing, exporter_for
 
 log = logging.getLogger("server")
 
@@ -76,19 +90,45 @@ class InferenceServer:
     """One grpc.aio server with the inference, health and reflection services.
 
     `reuse_port`: share the port with sibling processes (the `--workers` supervisor's
-    own workers only); a lone server refuses a port that something else serves."""
+    own workers only); a lone server refuses a port that something else serves.
+
+    `metrics_address`: where the /metrics endpoint listens (`run` passes --host and
+    --metrics-port); None, as for servers embedded in tests, serves no endpoint, though
+    `metrics` still renders. `span_exporter`: trace to this exporter, synchronously,
+    whatever --trace-exporter says (tests)."""
 
     def __init__(
-        self, settings: Settings, worker: int | None = None, reuse_port: bool = False
+        self,
+        settings: Settings,
+        worker: int | None = None,
+        reuse_port: bool = False,
+        *,
+        metrics_address: tuple[str, int] | None = None,
+        span_exporter: SpanExporter | None = None,
     ) -> None:
         self.settings = settings
         self.worker = worker
         self.health = Health()
+        resource = Resource.create(
+            {"service.name": settings.server_name, "service.version": _version()}
+        )
+        self.tracing: Tracing | None = None
+        if span_exporter is not None or settings.trace_exporter != "none":
+            self.tracing = Tracing(
+                span_exporter
+                or exporter_for(settings.trace_exporter, settings.trace_otlp_endpoint),
+                settings.trace_sample_ratio,
+                resource,
+                synchronous=span_exporter is not None,
+            )
         mode = settings.model_control_mode
         self.repository = Repository(
             settings.model_repository,
             # Pipelines resolve their models through the repository, once it exists.
-            Versions(OnnxVersions(settings.workers), PipelineVersions(lambda: self.repository)),
+            Versions(
+                OnnxVersions(settings.workers, self.tracing.observer if self.tracing else None),
+                PipelineVersions(lambda: self.repository),
+            ),
             on_change=self._model_changed,
             rpc_control=mode == "explicit",
             mode=mode,
@@ -96,13 +136,31 @@ class InferenceServer:
         self.poller = (
             Poller(self.repository, settings.repository_poll_secs) if mode == "poll" else None
         )
-        self.dataplane = DataPlane(self.repository, ServerInfo(settings.server_name, _version()))
+        self.dataplane = DataPlane(
+            self.repository, ServerInfo(settings.server_name, _version()), PayloadLogger()
+        )
+        self.rpc_stats = RpcStats() if settings.metrics else None
+        self.metrics: Metrics | None = None
+        if settings.metrics:
+            sources = Sources(
+                versions=self.repository.loaded,
+                states=lambda: self.dataplane.index(False),
+                ready=self.dataplane.ready,
+                status_name=grpc_telemetry.status_name,
+                rpc=self.rpc_stats,
+            )
+            self.metrics = Metrics(sources, resource)
+        self._metrics_address = metrics_address
+        self._endpoint: MetricsEndpoint | None = None
+        self.metrics_port = 0
+        self.interceptors = self._interceptors()
         self.server = grpc.aio.server(
+            interceptors=self.interceptors,
             options=[
                 ("grpc.max_receive_message_length", settings.max_message_bytes),
                 ("grpc.max_send_message_length", settings.max_message_bytes),
                 ("grpc.so_reuseport", 1 if reuse_port else 0),
-            ]
+            ],
         )
         InferenceServicer(
             self.dataplane, settings.max_input_elements, settings.max_stream_requests
@@ -118,7 +176,35 @@ class InferenceServer:
         )
         self.port = 0
 
+    def _interceptors(self) -> list[grpc.aio.ServerInterceptor]:
+        """Outermost first: the RPC span, then the timing and access log inside it."""
+        chosen: list[grpc.aio.ServerInterceptor] = []
+        if self.tracing is not None:
+            chosen.append(grpc_telemetry.tracing_interceptor(self.tracing))
+        sample = self.settings.access_log_sample
+        access = AccessLog(sample) if sample > 0 else None
+        if self.rpc_stats is not None or access is not None:
+            chosen.append(grpc_telemetry.TelemetryInterceptor(self.rpc_stats, access))
+        return chosen
+
+    def _start_metrics(self) -> None:
+        if self.metrics is None:
+            return
+        self.metrics.bind(asyncio.get_running_loop())
+        if self._metrics_address is None:
+            return
+        host, port = self._metrics_address
+        self._endpoint = MetricsEndpoint(self.metrics.exposition, host, port)
+        try:
+            self.metrics_port = self._endpoint.start()
+        except OSError as exc:
+            self._endpoint = None
+            raise StartupError(
+                f"cannot bind the metrics port at {host}:{port}: {exc.strerror or exc}"
+            ) from exc
+
     def _model_changed(self, name: str, ready: bool) -> None:
+        log.info("model state", extra={"event": "model_state", "model": name, "ready": ready})
         self.health.set(name, ready)
         self.health.set("", self.dataplane.ready())
 
@@ -136,6 +222,7 @@ class InferenceServer:
             raise StartupError(f"cannot bind the gRPC port at {address}: in use?") from exc
         if not self.port:
             raise StartupError(f"cannot bind the gRPC port at {address}: in use?")
+        self._start_metrics()
         self.health.set(LIVENESS, True)
         self.health.set("", False)
         await self.server.start()
@@ -153,6 +240,10 @@ class InferenceServer:
                 "grpc_port": self.port,
                 "grpc_address": f"{self.settings.host}:{self.port}",
                 "model_control_mode": self.settings.model_control_mode,
+                "metrics_port": self.metrics_port or None,
+                "trace_exporter": "custom"
+                if self._custom_tracing()
+                else self.settings.trace_exporter,
                 "models": [v.name + "/" + str(v.version) for v in self.repository.loaded()],
             },
         )
@@ -175,7 +266,18 @@ class InferenceServer:
             await asyncio.wait_for(self.repository.close(), min(remaining, DRAIN_BOUND_S) + 0.1)
         except TimeoutError:
             log.warning("batchers did not drain in time", extra={"event": "drain_timeout"})
-        log.info("stopped", extra={"event": "stopped", "worker": self.worker})  # 5.
+        if self._endpoint is not None:  # 5.
+            self._endpoint.stop()
+        if self.metrics is not None:
+            self.metrics.shutdown()
+        if self.tracing is not None:
+            tracing = self.tracing
+            if not await asyncio.get_running_loop().run_in_executor(None, tracing.shutdown):
+                log.warning("spans not exported in time", extra={"event": "trace_flush_timeout"})
+        log.info("stopped", extra={"event": "stopped", "worker": self.worker})
+
+    def _custom_tracing(self) -> bool:
+        return self.tracing is not None and self.settings.trace_exporter == "none"
 
 
 def _force_exit() -> None:
@@ -186,11 +288,19 @@ def _force_exit() -> None:
 
 async def run(
     settings: Settings,
-    on_ready: Callable[[int], None] = lambda port: None,
+    on_ready: Callable[[InferenceServer], None] = lambda server: None,
     worker: int | None = None,
     reuse_port: bool = False,
+    metrics_host: str | None = None,
 ) -> None:
-    server = InferenceServer(settings, worker, reuse_port)
+    """Serve until a signal. The metrics endpoint listens on --host and --metrics-port,
+    or on `metrics_host` and a free port (the --workers supervisor's workers)."""
+    address = None
+    if settings.metrics:
+        address = (
+            (settings.host, settings.metrics_port) if metrics_host is None else (metrics_host, 0)
+        )
+    server = InferenceServer(settings, worker, reuse_port, metrics_address=address)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -201,6 +311,7 @@ async def run(
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
-    on_ready(await server.start())
+    await server.start()
+    on_ready(server)
     await stop.wait()
     await server.stop()

@@ -96,6 +96,56 @@ class Settings:
     log_level: str = field(
         default="INFO", metadata=_help("level of the JSON log lines on standard output")
     )
+    metrics: bool = field(
+        default=True,
+        metadata=_help(
+            "serve Prometheus metrics at http://HOST:METRICS_PORT/metrics (false: no metrics "
+            "endpoint and no RPC timing)"
+        ),
+    )
+    metrics_port: int = field(
+        default=8002,
+        metadata=_help(
+            "port of the metrics endpoint (Triton's default); 0 picks a free port and logs "
+            "it; with --workers the parent serves every worker's metrics there"
+        ),
+    )
+    trace_exporter: str = field(
+        default="none",
+        metadata={
+            "help": "where spans go: none (no spans are created at all), otlp (OTLP over "
+            "gRPC, see --trace-otlp-endpoint) or console (one JSON line per span on stdout)",
+            "choices": ("none", "otlp", "console"),
+        },
+    )
+    trace_otlp_endpoint: str = field(
+        default="",
+        metadata=_help(
+            "OTLP gRPC collector for --trace-exporter otlp, e.g. http://127.0.0.1:4317; "
+            "empty: OTEL_EXPORTER_OTLP_ENDPOINT, or localhost:4317"
+        ),
+    )
+    trace_sample_ratio: float = field(
+        default=1.0,
+        metadata=_help(
+            "fraction of traces started here that are sampled, 0..1; a request whose "
+            "traceparent says sampled (or not) is followed as it says"
+        ),
+    )
+    access_log_sample: float = field(
+        default=0.0,
+        metadata=_help(
+            "fraction of RPCs written to the access log (logger server.access), 0..1; "
+            "0: no access log"
+        ),
+    )
+    payload_log_file: str = field(
+        default="",
+        metadata=_help(
+            "file the payload log (models with payload_logging in config.yaml) is written "
+            "to, one JSON object per line; empty: the log stream on standard output"
+        ),
+    )
     server_name: str = field(
         default="v2-inference-server", metadata=_help("name reported by ServerMetadata")
     )
@@ -194,4 +244,10 @@ def parse(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None =
         parser.error("--shutdown-grace-s and --shutdown-delay-s must not be negative")
     if settings.max_stream_requests < 1:
         parser.error("--max-stream-requests must be at least 1")
+    if not 0 <= settings.metrics_port <= 65535:
+        parser.error("--metrics-port must be 0..65535")
+    if not 0.0 <= settings.trace_sample_ratio <= 1.0:
+        parser.error("--trace-sample-ratio must be between 0 and 1")
+    if not 0.0 <= settings.access_log_sample <= 1.0:
+        parser.error("--access-log-sample must be between 0 and 1")
     return settings

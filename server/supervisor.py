@@ -6,6 +6,10 @@ new connections across the processes' listening sockets. The parent only supervi
 reserves the port (so that `--grpc-port 0` works), waits until every worker listens,
 forwards SIGINT/SIGTERM, bounds how long each worker may take to stop, and exits
 non-zero if a worker dies on its own. A second signal kills the workers at once.
+
+Metrics: each worker serves its own on a loopback port it reports when ready, and the
+parent serves them all on --metrics-port, each series labelled with its worker
+(`telemetry.aggregate`): one scrape target per server, whatever N is.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ import uvloop
 from server import app
 from server.settings import Settings
 from server.telemetry import logs
+from server.telemetry.aggregate import WorkerMetrics
+from server.telemetry.endpoint import MetricsEndpoint
 
 log = logging.getLogger("server")
 
@@ -57,10 +63,20 @@ def _reserve_port(host: str, port: int) -> socket.socket:
 
 
 def _worker(settings: Settings, index: int, ready: Connection) -> None:
-    logs.configure(settings.log_level)
+    logs.configure(settings.log_level, settings.payload_log_file)
+
+    def on_ready(server: app.InferenceServer) -> None:
+        ready.send((server.port, server.metrics_port))
+
     try:
         uvloop.run(
-            app.run(settings, on_ready=lambda port: ready.send(port), worker=index, reuse_port=True)
+            app.run(
+                settings,
+                on_ready=on_ready,
+                worker=index,
+                reuse_port=True,
+                metrics_host="127.0.0.1",
+            )
         )
     except app.StartupError as exc:
         log.error(str(exc), extra={"event": "startup_failed", "worker": index})
@@ -103,12 +119,30 @@ def run(settings: Settings) -> int:
         send.close()  # the worker holds the other end; its death closes the pipe
         processes.append(process)
         pipes.append(receive)
+    metrics_ports: list[int] = []
     for receive, started in zip(pipes, processes, strict=True):
-        if not _await_ready(receive, started):
+        ready = _await_ready(receive, started)
+        if ready is None:
             log.error("a worker failed to start", extra={"worker": started.name})
             stopping = True
             _stop(processes, join_s)
             return 1
+        metrics_ports.append(ready[1])
+    endpoint = None
+    if settings.metrics:
+        aggregate = WorkerMetrics(metrics_ports)
+        endpoint = MetricsEndpoint(aggregate.render, settings.host, settings.metrics_port)
+        try:
+            metrics_port = endpoint.start()
+        except OSError as exc:
+            log.error(
+                f"cannot bind the metrics port at {settings.host}:{settings.metrics_port}: "
+                f"{exc.strerror or exc}",
+                extra={"event": "startup_failed"},
+            )
+            stopping = True
+            _stop(processes, join_s)
+            return 2
     log.info(
         "listening",
         extra={
@@ -116,6 +150,7 @@ def run(settings: Settings) -> int:
             "grpc_port": port,
             "grpc_address": f"{settings.host}:{port}",
             "workers": settings.workers,
+            "metrics_port": metrics_port if endpoint is not None else None,
         },
     )
     sentinels = [p.sentinel for p in processes]
@@ -126,20 +161,23 @@ def run(settings: Settings) -> int:
         stopping = True
     _stop(processes, join_s)
     reserved.close()
+    if endpoint is not None:
+        endpoint.stop()
     failed = unexpected or any(p.exitcode not in (0, None) for p in processes)
     return 1 if failed else 0
 
 
-def _await_ready(receive: Connection, process: BaseProcess) -> bool:
-    """True once the worker reports its port; False if it dies (or closes the pipe) first."""
+def _await_ready(receive: Connection, process: BaseProcess) -> tuple[int, int] | None:
+    """The worker's gRPC and metrics ports once it reports them; None if it dies (or
+    closes the pipe) first."""
     while process.is_alive():
         try:
             if receive.poll(0.2):
-                receive.recv()
-                return True
+                grpc_port, metrics_port = receive.recv()
+                return int(grpc_port), int(metrics_port)
         except (EOFError, OSError):
-            return False
-    return False
+            return None
+    return None
 
 
 def _stop(processes: list[BaseProcess], join_s: float) -> None:

@@ -2,14 +2,20 @@
 
 A face decodes its message, calls one method here, and encodes what comes back. Every
 request's outcome is recorded here, once: success, failure, or cancellation.
+
+A model whose config asks for payload logging gets a sample of its requests handed, with
+their outcome, to the `PayloadObserver` the assembly gives (`server.telemetry.payloads`);
+the others pay one attribute check.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from dataclasses import dataclass
+from typing import Protocol
 
 from server.core.errors import InferenceError, VersionRetired
 from server.core.inference import InferenceRequest, InferenceResponse, Plan
@@ -53,10 +59,25 @@ class ModelMetadata:
     outputs: tuple[TensorMetadata, ...]
 
 
+class PayloadObserver(Protocol):
+    """Receives the sampled requests of models with `payload_logging` in their config."""
+
+    def __call__(
+        self,
+        request: InferenceRequest,
+        served: ServedModel,
+        response: InferenceResponse | None,
+        error: BaseException | None,
+    ) -> None: ...
+
+
 class DataPlane:
-    def __init__(self, models: ModelStore, info: ServerInfo) -> None:
+    def __init__(
+        self, models: ModelStore, info: ServerInfo, payloads: PayloadObserver | None = None
+    ) -> None:
         self._models = models
         self.info = info
+        self._payloads = payloads
         self.live = True  # until the process exits, draining included
         self.accepting = True  # False from the start of shutdown
         self._noticed: dict[tuple[str, int], float] = {}  # deprecated use last logged
@@ -133,19 +154,28 @@ class DataPlane:
             deprecation = served.config.deprecated.get(served.version)
             if deprecation is not None:
                 self._deprecated_use(served, deprecation)
+        payloads = None
+        sampled = served.config.payload_logging
+        if sampled is not None and self._payloads is not None and random.random() < sampled.sample:
+            payloads = self._payloads
         try:
             plan = served.validate(request)
             deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
             future = served.submit(plan, deadline, eager)
-        except Exception:
-            served.stats.record_request(False, time.perf_counter_ns() - start, 0)
+        except Exception as exc:
+            served.stats.record_request(False, time.perf_counter_ns() - start, 0, type(exc))
+            if payloads is not None:
+                payloads(request, served, None, exc)
             raise
-        return Running(request.id, served, plan, future, start, deprecation)
+        running = Running(request.id, served, plan, future, start, deprecation)
+        if payloads is not None:
+            running.payloads, running.request = payloads, request
+        return running
 
     def _deprecated_use(self, served: ServedModel, deprecation: Deprecation) -> None:
         """Count and log (at most once per interval) a use; refuse it after the sunset."""
         if time.time() >= deprecation.sunset.timestamp():
-            served.stats.record_request(False, 0, 0)
+            served.stats.record_request(False, 0, 0, VersionRetired)
             raise VersionRetired(
                 f"model '{served.name}' version {served.version} was retired on "
                 f"{deprecation.sunset.isoformat()}; use version {deprecation.replacement} "
@@ -180,19 +210,25 @@ class Running:
     future: asyncio.Future[Outputs]
     start: int  # perf_counter_ns when it arrived
     deprecation: Deprecation | None = None  # the served version is on its way out
+    payloads: PayloadObserver | None = None  # set when this request's payload is logged
+    request: InferenceRequest | None = None  # kept only for the payload log
 
     def response(self) -> InferenceResponse:
         """The reply once the future is done; raises the request's error, if any."""
         try:
             results = self.future.result()
-        except BaseException:
-            self.served.stats.record_request(False, time.perf_counter_ns() - self.start, 0)
+        except BaseException as exc:
+            self.served.stats.record_request(
+                False, time.perf_counter_ns() - self.start, 0, type(exc)
+            )
+            if self.payloads is not None and self.request is not None:
+                self.payloads(self.request, self.served, None, exc)
             raise
         self.served.stats.record_request(
             True, time.perf_counter_ns() - self.start, time.time_ns() // 1_000_000
         )
         plan = self.plan
-        return InferenceResponse(
+        response = InferenceResponse(
             model_name=self.served.name,
             model_version=str(self.served.version),
             id=self.id,
@@ -204,8 +240,13 @@ class Running:
             ],
             deprecation=self.deprecation,
         )
+        if self.payloads is not None and self.request is not None:
+            self.payloads(self.request, self.served, response, None)
+        return response
 
     def abandon(self) -> None:
         """The caller went away before the answer: cancel it and count it as failed."""
         self.future.cancel()
-        self.served.stats.record_request(False, time.perf_counter_ns() - self.start, 0)
+        self.served.stats.record_request(
+            False, time.perf_counter_ns() - self.start, 0, asyncio.CancelledError
+        )

@@ -78,6 +78,15 @@ class StepConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class PayloadLogging:
+    """Log a sample of this model's requests: input names, datatypes, shapes and digests,
+    and the values of outputs with at most `max_output_elements` elements (0: none)."""
+
+    sample: float = 1.0  # fraction of requests, in (0, 1]
+    max_output_elements: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class ModelConfig:
     name: str
     platform: str = PLATFORM
@@ -97,3 +106,4 @@ class ModelConfig:
     # Class labels by output name, for the classification extension (Triton's
     # label_filename); `labels` would be version labels (stable, canary), as in DESIGN.md.
     class_labels: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    payload_logging: PayloadLogging | None = None  # None: payloads are never logged

@@ -40,6 +40,7 @@ from server.core.errors import InvalidRequest, ModelUnavailable, QueueFull, Requ
 from server.core.inference import Plan
 from server.core.model_config import BatchingConfig
 from server.core.models import Outputs
+from server.core.observers import BatchObserver
 from server.core.statistics import BatcherStatistics, ModelStats
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ class _Pending:
     arrived_ns: int  # perf_counter_ns, for the queue statistics
     dispatched_ns: int = 0  # when its (last) batch left the queue
     solo: bool = False  # retried alone after its batch failed
+    trace: object | None = None  # the observer's token for the caller's trace
 
 
 def batch_cut(
@@ -102,8 +104,10 @@ class Batcher:
         instances: int,
         stats: ModelStats,
         inline: bool = False,
+        observer: BatchObserver | None = None,
     ) -> None:
         self._model = model
+        self._observer = observer
         self._runner = runner
         self._max_batch_size = max_batch_size
         self._max_delay = config.max_queue_delay_us / 1e6
@@ -164,6 +168,7 @@ class Batcher:
                 self._now(),
                 deadline,
                 time.perf_counter_ns(),
+                trace=None if self._observer is None else self._observer.capture(),
             )
         )
         self._idle.clear()
@@ -303,6 +308,15 @@ class Batcher:
         self._free += 1
         if error is not None and all(p.future.done() for p in batch):
             return  # nobody waits for it: its clients left, or a shutdown aborted the run
+        if self._observer is not None:
+            self._observer.executed(
+                [p.trace for p in batch],
+                [p.arrived_ns for p in batch],
+                batch[0].dispatched_ns,
+                time.perf_counter_ns(),
+                sum(p.rows for p in batch) or 1,
+                error,
+            )
         if error is not None and len(batch) > 1:
             # One request's values may be what the model rejects: rerun each alone, at the
             # head of the queue, so that only the culprit fails.

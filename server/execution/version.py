@@ -9,6 +9,7 @@ only to requests whose outputs ask for it).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from server.core.errors import RepositoryError
 from server.core.inference import InferenceRequest, Plan
 from server.core.model_config import ModelConfig
 from server.core.models import Outputs
+from server.core.observers import BatchObserver
 from server.core.statistics import BatcherStatistics, ModelStats
 from server.core.tensors import Signature
 from server.core.validation import Validator
@@ -33,6 +35,7 @@ class BatchedVersion:
     config: ModelConfig
     runtime: OnnxModel
     stats: ModelStats = field(default_factory=ModelStats)
+    observer: BatchObserver | None = None  # traces queueing and execution, when tracing
     _validator: Validator = field(init=False)
     _batcher: Batcher = field(init=False)
     _classification: Classification = field(init=False)
@@ -50,6 +53,7 @@ class BatchedVersion:
             self.config.instances,
             self.stats,
             inline=self.config.execution == "inline",
+            observer=self.observer,
         )
 
     @property
@@ -82,8 +86,11 @@ class OnnxVersions:
 
     MODEL_FILE = "model.onnx"
 
-    def __init__(self, workers: int = 1) -> None:
+    def __init__(
+        self, workers: int = 1, observers: Callable[[str, int], BatchObserver] | None = None
+    ) -> None:
         self._workers = workers
+        self._observers = observers  # one per version, when tracing
 
     def __call__(
         self, name: str, number: int, config: ModelConfig, directory: Path
@@ -93,4 +100,5 @@ class OnnxVersions:
             raise RepositoryError(f"version {number} of model '{name}' has no {self.MODEL_FILE}")
         runtime = OnnxModel(path, config, workers=self._workers)
         runtime.warm_up(config.warmup)
-        return BatchedVersion(name, number, config, runtime)
+        observer = self._observers(name, number) if self._observers is not None else None
+        return BatchedVersion(name, number, config, runtime, observer=observer)

@@ -35,6 +35,9 @@ its steps instead of an ONNX file; the steps' options are checked when it is bui
         input_map: {text: text}         # step tensor -> pipeline tensor; unnamed: same name
         output_map: {input_ids: ids}
       - {model: minilm, version: 1}     # version: optional, the newest ready one by default
+    payload_logging:            # opt-in; never raw inputs (docs/observability.md)
+      sample: 0.01              # fraction of requests logged, 0 < sample <= 1
+      max_output_elements: 16   # outputs up to this many elements are logged in full; default 0
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ from server.core.model_config import (
     Deprecation,
     ModelConfig,
     StepConfig,
+    PayloadLogging,
     VersionPolicy,
     WarmupInput,
 )
@@ -80,6 +84,7 @@ _TOP_KEYS = {
     "deprecated",
     "steps",
     "class_labels",
+    "payload_logging",
 }
 _LABEL = re.compile(r"[A-Za-z][A-Za-z0-9_.-]*")
 # What a pipeline does not have: an ONNX Runtime session to tune or warm up.
@@ -142,6 +147,7 @@ def _parse(model_dir: Path, raw: dict[str, Any]) -> ModelConfig:
         deprecated=_deprecated(model_dir.name, raw.get("deprecated") or [], labels),
         steps=_steps(raw.get("steps") or []),
         class_labels=_class_labels(model_dir, raw.get("class_labels") or {}),
+        payload_logging=_payload_logging(raw.get("payload_logging")),
     )
 
 
@@ -396,3 +402,18 @@ def _deprecated(name: str, raw: Any, labels: dict[str, int]) -> dict[int, Deprec
             link=str(item.get("link") or f"/v2/models/{name}/versions/{replacement}"),
         )
     return deprecated
+
+
+def _payload_logging(raw: Any) -> PayloadLogging | None:
+    if raw is None:
+        return None
+    _check_keys("payload_logging", raw, {"sample", "max_output_elements"})
+    sample = raw.get("sample", 1.0)
+    if isinstance(sample, bool) or not isinstance(sample, int | float) or not 0 < sample <= 1:
+        raise ValueError(f"payload_logging.sample must be a number in (0, 1], got {sample!r}")
+    return PayloadLogging(
+        sample=float(sample),
+        max_output_elements=_non_negative(
+            "payload_logging.max_output_elements", raw.get("max_output_elements", 0)
+        ),
+    )

@@ -77,6 +77,8 @@ def start_server(model_repository: Path, *extra_args: str) -> Iterator[ServerPro
         "127.0.0.1",
         "--grpc-port",
         "0",
+        "--metrics-port",  # every test server on its own free port; the start line names it
+        "0",
         *extra_args,
     ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
