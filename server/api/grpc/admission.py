@@ -94,7 +94,7 @@ class Admission(grpc.aio.ServerInterceptor):
         self._authenticator = authenticator
         self._buckets = buckets
         self._exempt = Exemptions(exempt)
-        self._per_peer = PerPeer(buckets) if authenticator is None and buckets else None
+        self._per_peer = PerPeer(buckets) if authenticator is None and buckets is not None else None
 
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
