@@ -7,7 +7,8 @@ Shutdown is a sequence of named steps, each bounded (`InferenceServer.stop`):
    the models it needs, for at most `--shutdown-grace-s`;
 4. drain the batchers, which by now hold nothing an admitted RPC waits for;
 5. release the sessions, stop the metrics endpoint, flush the spans, and exit 0.
-A second SIGINT or SIGTERM exits at once with status 1.
+A second SIGINT or SIGTERM exits at once with status 1. SIGHUP re-reads the security files
+(API keys, JWT secret or JWKS, TLS certificates) without a restart.
 
 Telemetry (docs/observability.md) is wired here: the metrics read the repository's and
 the interceptor's counters; tracing, when an exporter is chosen, adds the RPC span
@@ -24,6 +25,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 
@@ -37,15 +39,25 @@ from inference import grpc_service_pb2 as pb
 from inference import http_service_pb2 as http_pb
 from inference import http_service_pb2_grpc as http_pb_grpc
 from server.api.grpc import telemetry as grpc_telemetry
+from server.api.grpc.admission import Admission
 from server.api.grpc.health import Health
 from server.api.grpc.servicer import InferenceServicer
+from server.api.grpc.tls import CertificateFiles
 from server.api.http.servicer import RestServicer
+from server.core.access import UNRESTRICTED, Authorizer
 from server.core.dataplane import DataPlane, ServerInfo
 from server.execution.factory import Versions
 from server.execution.pipeline_factory import PipelineVersions
 from server.execution.version import OnnxVersions
 from server.repository.poller import Poller
 from server.repository.repository import Repository
+from server.security.authorizer import CallerAuthorizer
+from server.security.bucket import Buckets
+from server.security.credentials import Authenticator
+from server.security.keys import KeyTable
+from server.security.principal import UNLIMITED, Rate
+from server.security.reloader import Reloader
+from server.security.tokens import TokenVerifier
 from server.settings import Settings
 from server.telemetry.access import AccessLog
 from server.telemetry.endpoint import MetricsEndpoint
@@ -136,8 +148,12 @@ class InferenceServer:
         self.poller = (
             Poller(self.repository, settings.repository_poll_secs) if mode == "poll" else None
         )
+        self.security = build_security(settings)
         self.dataplane = DataPlane(
-            self.repository, ServerInfo(settings.server_name, _version()), PayloadLogger()
+            self.repository,
+            ServerInfo(settings.server_name, _version()),
+            PayloadLogger(),
+            self.security.authorizer,
         )
         self.rpc_stats = RpcStats() if settings.metrics else None
         self.metrics: Metrics | None = None
@@ -155,15 +171,16 @@ class InferenceServer:
         self.metrics_port = 0
         self.interceptors = self._interceptors()
         self.server = grpc.aio.server(
-            interceptors=self.interceptors,
-            options=[
-                ("grpc.max_receive_message_length", settings.max_message_bytes),
-                ("grpc.max_send_message_length", settings.max_message_bytes),
-                ("grpc.so_reuseport", 1 if reuse_port else 0),
-            ],
+            options=grpc_options(settings, reuse_port),
+            interceptors=self.interceptors or None,
+            maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
         )
         InferenceServicer(
-            self.dataplane, settings.max_input_elements, settings.max_stream_requests
+            self.dataplane,
+            settings.max_input_elements,
+            settings.max_stream_requests,
+            settings.max_batch_rows,
+            settings.max_element_bytes,
         ).register(self.server)
         # V2 REST, for the gateway (docs/gateway.md).
         http_pb_grpc.add_HTTPInferenceServiceServicer_to_server(
@@ -177,7 +194,8 @@ class InferenceServer:
         self.port = 0
 
     def _interceptors(self) -> list[grpc.aio.ServerInterceptor]:
-        """Outermost first: the RPC span, then the timing and access log inside it."""
+        """Outermost first: the RPC span, then the timing and access log inside it, then
+        admission (credentials, rate limits), so that refusals are traced and counted."""
         chosen: list[grpc.aio.ServerInterceptor] = []
         if self.tracing is not None:
             chosen.append(grpc_telemetry.tracing_interceptor(self.tracing))
@@ -185,6 +203,8 @@ class InferenceServer:
         access = AccessLog(sample) if sample > 0 else None
         if self.rpc_stats is not None or access is not None:
             chosen.append(grpc_telemetry.TelemetryInterceptor(self.rpc_stats, access))
+        if self.security.admission is not None:
+            chosen.append(self.security.admission)
         return chosen
 
     def _start_metrics(self) -> None:
@@ -216,8 +236,12 @@ class InferenceServer:
         """Listen first (so liveness answers during loading), then load the models."""
         check_repository(self.settings.model_repository)
         address = f"{self.settings.host}:{self.settings.grpc_port}"
+        tls = self.security.tls
         try:
-            self.port = self.server.add_insecure_port(address)
+            if tls is None:
+                self.port = self.server.add_insecure_port(address)
+            else:
+                self.port = self.server.add_secure_port(address, tls.credentials())
         except RuntimeError as exc:
             raise StartupError(f"cannot bind the gRPC port at {address}: in use?") from exc
         if not self.port:
@@ -230,6 +254,7 @@ class InferenceServer:
         await self.repository.start(self._startup_models())
         if self.poller is not None:
             self.poller.start()
+        self.security.reloader.start()
         self.health.set("", self.dataplane.ready())  # from now on, "" follows ServerReady
         log.info(
             "listening",
@@ -244,6 +269,7 @@ class InferenceServer:
                 "trace_exporter": "custom"
                 if self._custom_tracing()
                 else self.settings.trace_exporter,
+                **self.security.summary,
                 "models": [v.name + "/" + str(v.version) for v in self.repository.loaded()],
             },
         )
@@ -256,6 +282,7 @@ class InferenceServer:
         self.dataplane.accepting = False  # 1. not serving
         if self.poller is not None:
             await self.poller.stop()
+        await self.security.reloader.stop()
         await self.health.shutdown(keep=LIVENESS)
         if settings.shutdown_delay_s:  # 2. still serving, while reported as not
             await asyncio.sleep(settings.shutdown_delay_s)
@@ -311,7 +338,96 @@ async def run(
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
+    loop.add_signal_handler(signal.SIGHUP, server.security.reload)
     await server.start()
     on_ready(server)
     await stop.wait()
     await server.stop()
+
+
+# --- Security and hard limits (docs/security.md) -------------------------------------------
+
+
+def grpc_options(settings: Settings, reuse_port: bool) -> list[tuple[str, int]]:
+    """The server's channel arguments: message, metadata, stream and keepalive limits."""
+
+    def ms(seconds: float) -> int:
+        return int(seconds * 1000)
+
+    options = [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.so_reuseport", 1 if reuse_port else 0),
+        # Soft and hard limit alike: between the two gRPC refuses at random.
+        ("grpc.max_metadata_size", settings.max_metadata_bytes),
+        ("grpc.absolute_max_metadata_size", settings.max_metadata_bytes),
+        ("grpc.max_concurrent_streams", settings.max_concurrent_streams),
+        (
+            "grpc.http2.min_ping_interval_without_data_ms",
+            ms(settings.keepalive_min_ping_interval_s),
+        ),
+        ("grpc.keepalive_permit_without_calls", int(settings.keepalive_permit_without_calls)),
+        ("grpc.http2.max_ping_strikes", settings.keepalive_max_ping_strikes),
+    ]
+    if settings.max_connection_age_s:
+        options.append(("grpc.max_connection_age_ms", ms(settings.max_connection_age_s)))
+        options.append(
+            ("grpc.max_connection_age_grace_ms", ms(settings.max_connection_age_grace_s))
+        )
+    return options
+
+
+@dataclass(slots=True)
+class Security:
+    """What one process needs for authentication, rate limits and TLS."""
+
+    admission: Admission | None  # the interceptor; None: nothing to check, none installed
+    authorizer: Authorizer
+    reloader: Reloader
+    tls: CertificateFiles | None
+    summary: dict[str, object]  # for the start-up line
+
+    def reload(self) -> None:
+        """SIGHUP: re-read every security file now."""
+        log.info("SIGHUP: reloading security files", extra={"event": "security_reload"})
+        self.reloader.check(force=True)
+        if self.tls is not None:
+            self.tls.request_reload()
+
+
+def build_security(settings: Settings) -> Security:
+    try:
+        keys = tokens = tls = None
+        if settings.api_keys_file is not None:
+            keys = KeyTable(settings.api_keys_file, settings.rate_burst)
+        if settings.jwt_secret_file is not None or settings.jwt_jwks_file is not None:
+            tokens = TokenVerifier(
+                issuer=settings.jwt_issuer,
+                audience=settings.jwt_audience,
+                secret_file=settings.jwt_secret_file,
+                jwks_file=settings.jwt_jwks_file,
+                leeway_s=settings.jwt_leeway_s,
+                scope_claim=settings.jwt_scope_claim,
+            )
+        if settings.tls_cert_file is not None and settings.tls_key_file is not None:
+            tls = CertificateFiles(
+                settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file
+            )
+    except ValueError as exc:  # KeysFileError, TokenConfigError, TlsError
+        raise StartupError(str(exc)) from None
+    authenticator = None if keys is None and tokens is None else Authenticator(keys, tokens)
+    rate = Rate.of(settings.rate_limit, settings.rate_burst) if settings.rate_limit else UNLIMITED
+    admission = None
+    if authenticator is not None or settings.rate_limit:
+        admission = Admission(authenticator, Buckets(rate), settings.auth_exempt)
+    return Security(
+        admission=admission,
+        authorizer=UNRESTRICTED if admission is None else CallerAuthorizer(),
+        reloader=Reloader([s for s in (keys, tokens) if s is not None], settings.security_reload_s),
+        tls=tls,
+        summary={
+            "auth": [kind for kind, on in (("api-key", keys), ("jwt", tokens)) if on is not None],
+            "tls": "off" if tls is None else "mutual" if tls.mutual else "on",
+            "rate_limit": str(rate) if rate.per_second else "off",
+        },
+    )

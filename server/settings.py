@@ -30,7 +30,7 @@ class Settings:
         metadata=_help("directory holding <model>/config.yaml and <model>/<version>/model.onnx"),
     )
     host: str = field(
-        default="0.0.0.0",
+        default="0.0.0.0",  # noqa: S104 (a container's port must answer on every interface)
         metadata=_help(
             "address the gRPC port binds; 0.0.0.0 serves every interface, as in a container"
         ),
@@ -150,6 +150,130 @@ class Settings:
         default="v2-inference-server", metadata=_help("name reported by ServerMetadata")
     )
 
+    # --- Security (docs/security.md): authentication, TLS, rate limits, hard limits. ---
+    api_keys_file: Path | None = field(
+        default=None,
+        metadata=_help(
+            "YAML file of API keys, stored as SHA-256 digests (make entries with `python -m "
+            "server.security new-key`); turns authentication on"
+        ),
+    )
+    jwt_secret_file: Path | None = field(
+        default=None,
+        metadata=_help(
+            "file holding the HS256 secret (32 bytes or more) that JWT bearer tokens are "
+            "signed with; turns authentication on"
+        ),
+    )
+    jwt_jwks_file: Path | None = field(
+        default=None,
+        metadata=_help(
+            "JWKS file of the RS256 and ES256 public keys JWT bearer tokens are signed "
+            "with; turns authentication on"
+        ),
+    )
+    jwt_issuer: str = field(
+        default="", metadata=_help("the `iss` every token must carry (required with JWT)")
+    )
+    jwt_audience: str = field(
+        default="", metadata=_help("the `aud` every token must include (required with JWT)")
+    )
+    jwt_leeway_s: float = field(
+        default=30.0, metadata=_help("clock skew allowed when checking `exp` and `nbf`")
+    )
+    jwt_scope_claim: str = field(
+        default="scope",
+        metadata=_help(
+            "token claim (space-separated string or list) granting 'model:<name or "
+            "wildcard>' and 'admin' (the repository RPCs)"
+        ),
+    )
+    auth_exempt: tuple[str, ...] = field(
+        default=("grpc.health.v1.Health",),
+        metadata=_help(
+            "services (or /service/Method paths, or prefixes ending in *) served without "
+            "credentials (repeat the flag; '' for none)"
+        ),
+    )
+    rate_limit: float = field(
+        default=0.0,
+        metadata=_help(
+            "requests per second for each API key or token subject (each client address "
+            "with authentication off), per worker; a key's own `rate` wins; 0: no limit"
+        ),
+    )
+    rate_burst: int = field(
+        default=0,
+        metadata=_help("requests a full bucket lets through at once; 0: the rate, rounded up"),
+    )
+    security_reload_s: float = field(
+        default=10.0,
+        metadata=_help(
+            "seconds between checks of the keys, secret and JWKS files for changes "
+            "(SIGHUP re-reads them at once); 0: only on SIGHUP"
+        ),
+    )
+    tls_cert_file: Path | None = field(
+        default=None,
+        metadata=_help("PEM certificate chain of the gRPC port; with --tls-key-file turns TLS on"),
+    )
+    tls_key_file: Path | None = field(
+        default=None, metadata=_help("PEM private key (unencrypted) of --tls-cert-file")
+    )
+    tls_client_ca_file: Path | None = field(
+        default=None,
+        metadata=_help("PEM bundle of CAs whose client certificates are required (mutual TLS)"),
+    )
+    max_batch_rows: int = field(
+        default=1024,
+        metadata=_help(
+            "largest first (batch) dimension of any input; more is INVALID_ARGUMENT before decoding"
+        ),
+    )
+    max_element_bytes: int = field(
+        default=8 * 1024 * 1024,
+        metadata=_help("largest BYTES element; more is INVALID_ARGUMENT before decoding"),
+    )
+    max_metadata_bytes: int = field(
+        default=16 * 1024,
+        metadata=_help("largest request metadata (headers) a call may carry"),
+    )
+    max_concurrent_streams: int = field(
+        default=256, metadata=_help("concurrent RPCs on one HTTP/2 connection; more wait")
+    )
+    max_concurrent_rpcs: int = field(
+        default=2048,
+        metadata=_help("concurrent RPCs per worker; more get RESOURCE_EXHAUSTED at once"),
+    )
+    keepalive_min_ping_interval_s: float = field(
+        default=300.0,
+        metadata=_help(
+            "shortest interval between a client's pings while the server sends nothing; "
+            "a client that pings faster is disconnected (GOAWAY too_many_pings)"
+        ),
+    )
+    keepalive_permit_without_calls: bool = field(
+        default=False, metadata=_help("allow client pings on connections with no active call")
+    )
+    keepalive_max_ping_strikes: int = field(
+        default=2, metadata=_help("pings too early before the connection is closed; 0: any number")
+    )
+    max_connection_age_s: float = field(
+        default=0.0,
+        metadata=_help(
+            "close connections older than this (clients reconnect, to any --workers "
+            "process, and pick up new certificates); 0: never"
+        ),
+    )
+    max_connection_age_grace_s: float = field(
+        default=30.0,
+        metadata=_help("time calls on a connection past its age get to finish"),
+    )
+
+    @property
+    def authentication(self) -> bool:
+        return bool(self.api_keys_file or self.jwt_secret_file or self.jwt_jwks_file)
+
 
 def boolean(text: str) -> bool:
     lowered = text.strip().lower()
@@ -181,11 +305,14 @@ PARSERS: dict[Any, Callable[[str], Any]] = {
     float: _number(float),
     str: str,
     Path: Path,
+    Path | None: Path,
     tuple[str, ...]: _names,
 }
 
 
 def _shown(default: Any) -> str:
+    if default is None:
+        return "-"
     return ",".join(default) or "-" if isinstance(default, tuple) else str(default)
 
 
@@ -250,4 +377,37 @@ def parse(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None =
         parser.error("--trace-sample-ratio must be between 0 and 1")
     if not 0.0 <= settings.access_log_sample <= 1.0:
         parser.error("--access-log-sample must be between 0 and 1")
+    _check_security(settings, parser)
     return settings
+
+
+def _check_security(settings: Settings, parser: argparse.ArgumentParser) -> None:
+    jwt = settings.jwt_secret_file or settings.jwt_jwks_file
+    if jwt and not (settings.jwt_issuer and settings.jwt_audience):
+        parser.error("JWT authentication needs --jwt-issuer and --jwt-audience")
+    if bool(settings.tls_cert_file) != bool(settings.tls_key_file):
+        parser.error("--tls-cert-file and --tls-key-file go together")
+    if settings.tls_client_ca_file and not settings.tls_cert_file:
+        parser.error("--tls-client-ca-file (mutual TLS) needs --tls-cert-file and --tls-key-file")
+    if settings.rate_limit < 0 or settings.rate_burst < 0:
+        parser.error("--rate-limit and --rate-burst must not be negative")
+    positive = (
+        "max_batch_rows",
+        "max_element_bytes",
+        "max_metadata_bytes",
+        "max_concurrent_streams",
+        "max_concurrent_rpcs",
+    )
+    for name in positive:
+        if getattr(settings, name) < 1:
+            parser.error(f"{_flag(name)} must be at least 1")
+    for name in (
+        "jwt_leeway_s",
+        "security_reload_s",
+        "keepalive_min_ping_interval_s",
+        "keepalive_max_ping_strikes",
+        "max_connection_age_s",
+        "max_connection_age_grace_s",
+    ):
+        if getattr(settings, name) < 0:
+            parser.error(f"{_flag(name)} must not be negative")

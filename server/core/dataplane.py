@@ -6,6 +6,11 @@ request's outcome is recorded here, once: success, failure, or cancellation.
 A model whose config asks for payload logging gets a sample of its requests handed, with
 their outcome, to the `PayloadObserver` the assembly gives (`server.telemetry.payloads`);
 the others pay one attribute check.
+
+Every operation that names a model asks the `Authorizer` first (`server.core.access`),
+and the repository operations ask for admin rights, so each face gets the same checks
+without making them itself. A model the caller may not use is PERMISSION_DENIED whether
+or not it exists, so that a caller cannot probe for names.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
+from server.core.access import UNRESTRICTED, Authorizer
 from server.core.errors import InferenceError, VersionRetired
 from server.core.inference import InferenceRequest, InferenceResponse, Plan
 from server.core.model_config import Deprecation
@@ -73,9 +79,14 @@ class PayloadObserver(Protocol):
 
 class DataPlane:
     def __init__(
-        self, models: ModelStore, info: ServerInfo, payloads: PayloadObserver | None = None
+        self,
+        models: ModelStore,
+        info: ServerInfo,
+        payloads: PayloadObserver | None = None,
+        authorizer: Authorizer = UNRESTRICTED,
     ) -> None:
         self._models = models
+        self._authorizer = authorizer
         self.info = info
         self._payloads = payloads
         self.live = True  # until the process exits, draining included
@@ -86,6 +97,7 @@ class DataPlane:
         return self.accepting and self._models.is_ready()
 
     def model_ready(self, name: str, version: str = "") -> bool:
+        self._authorizer.check_model(name)
         try:
             self._models.resolve(name, version)
         except InferenceError:
@@ -93,9 +105,11 @@ class DataPlane:
         return True
 
     def model(self, name: str, version: str = "") -> ServedModel:
+        self._authorizer.check_model(name)
         return self._models.resolve(name, version)
 
     def metadata(self, name: str, version: str = "") -> ModelMetadata:
+        self._authorizer.check_model(name)
         served = self._models.resolve(name, version)
         signature = served.signature
 
@@ -111,21 +125,27 @@ class DataPlane:
         )
 
     def statistics(self, name: str = "", version: str = "") -> list[ServedModel]:
-        """Every loaded version; one model's versions; or one version."""
+        """Every loaded version (that the caller may see); one model's versions; or one
+        version."""
         if not name:
-            return self._models.loaded()
+            allows = self._authorizer.allows
+            return [served for served in self._models.loaded() if allows(served.name)]
+        self._authorizer.check_model(name)
         if version:
             return [self._models.resolve(name, version)]
         self._models.resolve(name)  # NOT_FOUND or UNAVAILABLE for unknown names
         return self._models.versions(name)
 
     def index(self, ready_only: bool) -> list[IndexEntry]:
+        self._authorizer.check_admin()
         return self._models.index(ready_only)
 
     async def load(self, name: str) -> None:
+        self._authorizer.check_admin()
         await self._models.load(name)
 
     async def unload(self, name: str) -> None:
+        self._authorizer.check_admin()
         await self._models.unload(name)
 
     async def infer(
@@ -138,8 +158,8 @@ class DataPlane:
         except asyncio.CancelledError:  # the client went away
             running.abandon()
             raise
-        except Exception:
-            pass  # response() raises it and records it
+        except Exception:  # noqa: S110 (response() raises it and records it)
+            pass
         return running.response()
 
     def begin(
@@ -148,6 +168,7 @@ class DataPlane:
         """Validate and queue a request. Once its future is done, call `response()`; if
         the caller gives up on it first, `abandon()`."""
         start = time.perf_counter_ns()
+        self._authorizer.check_infer(request.model_name)
         served = self._models.resolve(request.model_name, request.model_version)
         deprecation = None
         if served.config.deprecated:

@@ -11,7 +11,10 @@ InferenceError
 ├── ControlDisabled         load and unload RPCs in the none and poll control modes
 ├── RepositoryError         a load or unload the repository refused
 │   └── ForbiddenPath       a model name that escapes the repository root
-└── RuntimeFailure          ONNX Runtime failed while executing
+├── RuntimeFailure          ONNX Runtime failed while executing
+├── Unauthenticated         no credential, or one that does not verify (server.security)
+├── PermissionDenied        the caller may not use this model, or this RPC needs admin
+└── RateLimited             the caller's token bucket is empty; carries `retry_after_s`
 
 Besides the message, an error carries structured fields (model, version, tensor and a
 short `reason`), so that telemetry and logs can label it without parsing the text.
@@ -81,3 +84,21 @@ class ForbiddenPath(RepositoryError):
 
 class RuntimeFailure(InferenceError):
     reason = "runtime_failure"
+
+
+class Unauthenticated(InferenceError):
+    reason = "unauthenticated"
+
+
+class PermissionDenied(InferenceError):
+    reason = "permission_denied"
+
+
+class RateLimited(InferenceError):
+    """`retry_after_s`: when the caller's bucket holds a token again (the retry hint)."""
+
+    reason = "rate_limited"
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s

@@ -93,20 +93,24 @@ _STEP_KEYS = {"name", "version", "options", "input_map", "output_map", *STEP_KIN
 
 
 def load_config(model_dir: Path) -> ModelConfig:
-    """Read `model_dir/config.yaml`; a missing file means all defaults."""
+    """Read `model_dir/config.yaml`; a missing file means all defaults.
+
+    Errors name the file relative to the repository (`<model>/config.yaml`): clients see
+    them, and the server's own paths are none of their business."""
     path = model_dir / CONFIG_FILE
+    shown = f"{model_dir.name}/{CONFIG_FILE}"
     raw: Any = {}
     if path.exists():
         try:
             raw = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
-            raise RepositoryError(f"{path}: not valid YAML: {exc}") from exc
+            raise RepositoryError(f"{shown}: not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
-        raise RepositoryError(f"{path}: expected a mapping at the top level")
+        raise RepositoryError(f"{shown}: expected a mapping at the top level")
     try:
         return _parse(model_dir, raw)
     except (TypeError, ValueError, KeyError) as exc:
-        raise RepositoryError(f"{path}: {exc}") from exc
+        raise RepositoryError(f"{shown}: {exc}") from exc
 
 
 def _parse(model_dir: Path, raw: dict[str, Any]) -> ModelConfig:

@@ -37,7 +37,7 @@ def _error(tmp_path: Path, text: str) -> str:
     model_dir = _model_dir(tmp_path, text)
     with pytest.raises(RepositoryError) as failure:
         load_config(model_dir)
-    prefix = f"{model_dir / 'config.yaml'}: "
+    prefix = f"{model_dir.name}/config.yaml: "
     message = str(failure.value)
     assert message.startswith(prefix)
     return message.removeprefix(prefix)

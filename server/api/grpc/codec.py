@@ -5,6 +5,9 @@ contents are converted through the datatype table. Responses are raw when the re
 was raw, as Triton does. Everything here checks only what the request says about itself
 (datatype names, shapes against byte lengths); fitting the model is the core's job
 (`server.core.validation`). BYTES elements stay bytes.
+
+The server's hard limits on what a request claims (elements per input, rows, the length
+of one BYTES element) are checked here, before anything is allocated for it.
 """
 
 from __future__ import annotations
@@ -24,6 +27,10 @@ from server.core.tensors import Tensor
 
 _LENGTH = struct.Struct("<I")
 
+# The defaults of --max-batch-rows and --max-element-bytes (server.settings).
+MAX_BATCH_ROWS = 1024
+MAX_ELEMENT_BYTES = 8 * 1024 * 1024
+
 # The InferTensorContents field of each datatype (PROTOCOL.md); FP16 and BF16 are raw only.
 CONTENTS_FIELD: dict[str, str] = {
     "BOOL": "bool_contents",
@@ -41,7 +48,12 @@ CONTENTS_FIELD: dict[str, str] = {
 }
 
 
-def decode_request(request: pb.ModelInferRequest, max_elements: int) -> InferenceRequest:
+def decode_request(
+    request: pb.ModelInferRequest,
+    max_elements: int,
+    max_rows: int = MAX_BATCH_ROWS,
+    max_element_bytes: int = MAX_ELEMENT_BYTES,
+) -> InferenceRequest:
     raw_contents = request.raw_input_contents
     if raw_contents and len(raw_contents) != len(request.inputs):
         raise InvalidRequest(
@@ -69,6 +81,12 @@ def decode_request(request: pb.ModelInferRequest, max_elements: int) -> Inferenc
                 f"input '{tensor.name}': {count} elements exceed the limit of {max_elements}",
                 tensor=tensor.name,
             )
+        if shape and shape[0] > max_rows:
+            raise InvalidRequest(
+                f"input '{tensor.name}': {shape[0]} rows exceed the limit of {max_rows} "
+                "(--max-batch-rows)",
+                tensor=tensor.name,
+            )
         if raw_contents:
             if tensor.HasField("contents"):
                 raise InvalidRequest(
@@ -76,9 +94,12 @@ def decode_request(request: pb.ModelInferRequest, max_elements: int) -> Inferenc
                     "raw_input_contents; use one or the other",
                     tensor=tensor.name,
                 )
-            data = _from_raw(tensor.name, datatype, shape, count, raw_contents[index])
+            raw = raw_contents[index]
+            data = _from_raw(tensor.name, datatype, shape, count, raw, max_element_bytes)
         else:
-            data = _from_typed(tensor.name, datatype, shape, count, tensor.contents)
+            data = _from_typed(
+                tensor.name, datatype, shape, count, tensor.contents, max_element_bytes
+            )
         inputs.append(Tensor(tensor.name, datatype, data))
     decoded = InferenceRequest(
         model_name=request.model_name,
@@ -107,10 +128,10 @@ def _parameters(message: Mapping[str, pb.InferParameter]) -> Parameters:
 
 
 def _from_raw(
-    name: str, datatype: DataType, shape: tuple[int, ...], count: int, raw: bytes
+    name: str, datatype: DataType, shape: tuple[int, ...], count: int, raw: bytes, longest: int
 ) -> np.ndarray:
     if datatype.itemsize == 0:
-        return _bytes_from_raw(name, shape, count, raw)
+        return _bytes_from_raw(name, shape, count, raw, longest)
     expected = count * datatype.itemsize
     if len(raw) != expected:
         raise InvalidRequest(
@@ -121,7 +142,17 @@ def _from_raw(
     return np.frombuffer(raw, dtype=datatype.numpy).reshape(shape)
 
 
-def _bytes_from_raw(name: str, shape: tuple[int, ...], count: int, raw: bytes) -> np.ndarray:
+def _too_long(name: str, length: int, longest: int) -> InvalidRequest:
+    return InvalidRequest(
+        f"input '{name}': a BYTES element of {length} bytes exceeds the limit of {longest} "
+        "(--max-element-bytes)",
+        tensor=name,
+    )
+
+
+def _bytes_from_raw(
+    name: str, shape: tuple[int, ...], count: int, raw: bytes, longest: int
+) -> np.ndarray:
     """Raw BYTES elements are each a 4-byte little-endian length followed by the bytes.
 
     The loop stops at the element count the shape declares, so a body cannot make it run
@@ -140,6 +171,8 @@ def _bytes_from_raw(name: str, shape: tuple[int, ...], count: int, raw: bytes) -
                 f"input '{name}': raw BYTES content ends inside a length prefix", tensor=name
             )
         (length,) = _LENGTH.unpack_from(raw, offset)
+        if length > longest:
+            raise _too_long(name, length, longest)
         offset += 4
         if offset + length > end:
             raise InvalidRequest(
@@ -157,7 +190,12 @@ def _bytes_from_raw(name: str, shape: tuple[int, ...], count: int, raw: bytes) -
 
 
 def _from_typed(
-    name: str, datatype: DataType, shape: tuple[int, ...], count: int, contents: object
+    name: str,
+    datatype: DataType,
+    shape: tuple[int, ...],
+    count: int,
+    contents: object,
+    longest: int,
 ) -> np.ndarray:
     field = CONTENTS_FIELD.get(datatype.name)
     if field is None:
@@ -173,7 +211,11 @@ def _from_typed(
             tensor=name,
         )
     if datatype.itemsize == 0:
-        return _objects(list(values), shape)
+        items = list(values)
+        length = max(map(len, items), default=0)
+        if length > longest:
+            raise _too_long(name, length, longest)
+        return _objects(items, shape)
     try:
         return np.array(values, dtype=datatype.numpy).reshape(shape)
     except OverflowError as exc:

@@ -12,7 +12,12 @@ import numpy as np
 
 from inference import grpc_service_pb2 as pb
 from server.api.grpc import messages, registration
-from server.api.grpc.codec import decode_request, encode_response
+from server.api.grpc.codec import (
+    MAX_BATCH_ROWS,
+    MAX_ELEMENT_BYTES,
+    decode_request,
+    encode_response,
+)
 from server.api.grpc.registration import Malformed
 from server.api.grpc.status import grpc_errors, status_for
 from server.core.dataplane import DataPlane, Running
@@ -36,11 +41,17 @@ def deprecation_metadata(deprecation: Deprecation) -> tuple[tuple[str, str], ...
 
 class InferenceServicer:
     def __init__(
-        self, dataplane: DataPlane, max_elements: int, max_stream_requests: int = 1024
+        self,
+        dataplane: DataPlane,
+        max_elements: int,
+        max_stream_requests: int = 1024,
+        max_rows: int = MAX_BATCH_ROWS,
+        max_element_bytes: int = MAX_ELEMENT_BYTES,
     ) -> None:
         self._dataplane = dataplane
         self._max_elements = max_elements
         self._max_stream_requests = max_stream_requests
+        self._limits = (max_elements, max_rows, max_element_bytes)
 
     def register(self, server: grpc.aio.Server) -> None:
         registration.register(server, SERVICE, self)
@@ -100,7 +111,7 @@ class InferenceServicer:
     async def ModelInfer(
         self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
     ) -> object:
-        decoded = decode_request(request, self._max_elements)
+        decoded = decode_request(request, *self._limits)
         response = await self._dataplane.infer(decoded, context.time_remaining())
         if response.deprecation is not None:
             await context.send_initial_metadata(deprecation_metadata(response.deprecation))
@@ -151,8 +162,8 @@ class InferenceServicer:
         def submit(request: pb.ModelInferRequest | Malformed) -> None:
             if type(request) is Malformed:
                 raise InvalidRequest(request.error(), reason="malformed")
-            assert isinstance(request, pb.ModelInferRequest)
-            running = self._dataplane.begin(decode_request(request, self._max_elements))
+            assert isinstance(request, pb.ModelInferRequest)  # noqa: S101 (narrows; Malformed is above)
+            running = self._dataplane.begin(decode_request(request, *self._limits))
             pending.add(running.future)
             running.future.add_done_callback(functools.partial(finished, request, running))
 

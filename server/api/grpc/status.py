@@ -2,17 +2,22 @@
 
 The table is looked up along the exception's MRO, so a subclass inherits its parent's
 code unless it has its own row. Anything unknown becomes INTERNAL with a generic message,
-and its traceback is logged.
+and its traceback is logged. A RateLimited error also carries a retry hint in its trailing
+metadata (`trailers_for`): a google.rpc.RetryInfo detail and a `retry-after` entry.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
 
 from server.api.grpc.registration import Malformed
 from server.core import errors
@@ -31,6 +36,9 @@ CODES: dict[type[BaseException], grpc.StatusCode] = {
     # Not PERMISSION_DENIED: that one means the caller's credentials do not allow it.
     errors.ForbiddenPath: grpc.StatusCode.INVALID_ARGUMENT,
     errors.RuntimeFailure: grpc.StatusCode.INTERNAL,
+    errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    errors.RateLimited: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 
 GENERIC_MESSAGE = "internal error; the server logged the cause"
@@ -43,6 +51,29 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
             return code, str(exc)
     log.error("unexpected error", exc_info=exc)
     return grpc.StatusCode.INTERNAL, GENERIC_MESSAGE
+
+
+Trailers = tuple[tuple[str, str | bytes], ...]
+
+
+def retry_trailers(message: str, retry_after_s: float) -> Trailers:
+    """RESOURCE_EXHAUSTED's retry hint: google.rpc.RetryInfo in `grpc-status-details-bin`
+    (read it with grpcio-status `rpc_status.from_call`), and `retry-after` in whole
+    seconds, rounded up, as HTTP's Retry-After header wants it."""
+    delay = duration_pb2.Duration()
+    delay.FromNanoseconds(max(int(retry_after_s * 1e9), 0))
+    detail = any_pb2.Any()
+    detail.Pack(error_details_pb2.RetryInfo(retry_delay=delay))
+    status = status_pb2.Status(code=code_pb2.RESOURCE_EXHAUSTED, message=message, details=[detail])
+    trailers: Trailers = rpc_status.to_status(status).trailing_metadata
+    return (*trailers, ("retry-after", str(max(math.ceil(retry_after_s), 1))))
+
+
+def trailers_for(exc: BaseException) -> Trailers:
+    """The trailing metadata that goes with an error's status: a retry hint, or nothing."""
+    if isinstance(exc, errors.RateLimited):
+        return retry_trailers(str(exc), exc.retry_after_s)
+    return ()
 
 
 Handler = TypeVar("Handler", bound=Callable[..., Awaitable[Any]])
@@ -62,6 +93,6 @@ def grpc_errors(method: Handler) -> Handler:
             if isinstance(exc, grpc.aio.AbortError):
                 raise
             code, message = status_for(exc)
-            await context.abort(code, message)
+            await context.abort(code, message, trailers_for(exc))
 
     return wrapper  # type: ignore[return-value]
