@@ -253,7 +253,8 @@ def annotated_operations(descriptor_set: FileDescriptorSet) -> set[tuple[str, st
 
 def _binding(rule: http_pb2.HttpRule) -> tuple[str, str]:
     pattern = rule.WhichOneof("pattern")
-    assert pattern is not None and pattern != "custom", rule
+    if pattern is None or pattern == "custom":
+        raise ValueError(f"an http rule without a standard method: {rule}")
     return str(pattern), str(getattr(rule, pattern))
 
 

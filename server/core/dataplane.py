@@ -177,7 +177,7 @@ class DataPlane:
                 self._deprecated_use(served, deprecation)
         payloads = None
         sampled = served.config.payload_logging
-        if sampled is not None and self._payloads is not None and random.random() < sampled.sample:
+        if sampled is not None and self._payloads is not None and random.random() < sampled.sample:  # noqa: S311 (sampling)
             payloads = self._payloads
         try:
             plan = served.validate(request)

@@ -60,8 +60,8 @@ from server.core.model_config import (
     BatchingConfig,
     Deprecation,
     ModelConfig,
-    StepConfig,
     PayloadLogging,
+    StepConfig,
     VersionPolicy,
     WarmupInput,
 )

@@ -294,15 +294,6 @@ def test_every_flag_and_setting_exists() -> None:
     assert dockerfile <= server_flags, f"Dockerfile: no such server setting {dockerfile}"
 
 
-def test_pending_flags_are_still_used() -> None:
-    """An entry of PENDING_FLAGS that no manifest uses any more is stale."""
-    used: set[str] = set()
-    for _, container in _all_containers():
-        server_args, _ = _split_entrypoint_args(container["args"])
-        used |= _flags(server_args) | _env_flags(_env(container))
-    assert used >= PENDING_FLAGS
-
-
 def test_the_sidecar_gateway_configuration_is_valid_for_envoy(tmp_path: Path) -> None:
     """`python -m gateway render` with the sidecar's arguments, checked by Envoy itself."""
     _, gateway_args = _split_entrypoint_args(_container("gateway")["args"])
