@@ -361,7 +361,6 @@ def grpc_options(settings: Settings, reuse_port: bool) -> list[tuple[str, int]]:
         # Soft and hard limit alike: between the two gRPC refuses at random.
         ("grpc.max_metadata_size", settings.max_metadata_bytes),
         ("grpc.absolute_max_metadata_size", settings.max_metadata_bytes),
-        ("grpc.max_concurrent_streams", settings.max_concurrent_streams),
         (
             "grpc.http2.min_ping_interval_without_data_ms",
             ms(settings.keepalive_min_ping_interval_s),
@@ -369,6 +368,8 @@ def grpc_options(settings: Settings, reuse_port: bool) -> list[tuple[str, int]]:
         ("grpc.keepalive_permit_without_calls", int(settings.keepalive_permit_without_calls)),
         ("grpc.http2.max_ping_strikes", settings.keepalive_max_ping_strikes),
     ]
+    if settings.max_concurrent_streams:
+        options.append(("grpc.max_concurrent_streams", settings.max_concurrent_streams))
     if settings.max_connection_age_s:
         options.append(("grpc.max_connection_age_ms", ms(settings.max_connection_age_s)))
         options.append(

@@ -239,7 +239,11 @@ class Settings:
         metadata=_help("largest request metadata (headers) a call may carry"),
     )
     max_concurrent_streams: int = field(
-        default=256, metadata=_help("concurrent RPCs on one HTTP/2 connection; more wait")
+        default=0,
+        metadata=_help(
+            "concurrent RPCs on one HTTP/2 connection (0: gRPC's default, no limit); grpc "
+            "clients beyond a limit may see UNAVAILABLE (REFUSED_STREAM), not a wait"
+        ),
     )
     max_concurrent_rpcs: int = field(
         default=2048,
@@ -395,9 +399,10 @@ def _check_security(settings: Settings, parser: argparse.ArgumentParser) -> None
         "max_batch_rows",
         "max_element_bytes",
         "max_metadata_bytes",
-        "max_concurrent_streams",
         "max_concurrent_rpcs",
     )
+    if settings.max_concurrent_streams < 0:
+        parser.error("--max-concurrent-streams must not be negative")
     for name in positive:
         if getattr(settings, name) < 1:
             parser.error(f"{_flag(name)} must be at least 1")

@@ -99,6 +99,6 @@ class RateLimited(InferenceError):
 
     reason = "rate_limited"
 
-    def __init__(self, message: str, retry_after_s: float) -> None:
+    def __init__(self, message: str, retry_after_s: float = 0.0) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s

@@ -20,8 +20,9 @@ from server.core.tensors import TensorSpec
 from server.repository.config import load_config
 
 ALLOWED_TOP = (
-    "['deprecated', 'dynamic_batching', 'execution', 'inputs', 'instances', 'labels', "
-    "'max_batch_size', 'outputs', 'platform', 'threads', 'version_policy', 'warmup']"
+    "['class_labels', 'deprecated', 'dynamic_batching', 'execution', 'inputs', 'instances', "
+    "'labels', 'max_batch_size', 'outputs', 'payload_logging', 'platform', 'steps', "
+    "'threads', 'version_policy', 'warmup']"
 )
 
 
@@ -213,7 +214,7 @@ def test_version_policy_selects(
         ),
         pytest.param(
             "platform: tensorflow\n",
-            "platform must be 'onnxruntime_onnx', got 'tensorflow'",
+            "platform must be one of ['onnxruntime_onnx', 'ensemble'], got 'tensorflow'",
             id="platform",
         ),
         pytest.param(

@@ -20,6 +20,9 @@ HIERARCHY: dict[type[errors.InferenceError], tuple[type[Exception], str]] = {
     errors.RepositoryError: (errors.InferenceError, "repository_error"),
     errors.ForbiddenPath: (errors.RepositoryError, "forbidden_path"),
     errors.RuntimeFailure: (errors.InferenceError, "runtime_failure"),
+    errors.Unauthenticated: (errors.InferenceError, "unauthenticated"),
+    errors.PermissionDenied: (errors.InferenceError, "permission_denied"),
+    errors.RateLimited: (errors.InferenceError, "rate_limited"),
 }
 
 

@@ -40,6 +40,9 @@ ROWS: dict[type[BaseException], Code] = {
     # A name that escapes the repository is the request's fault, not the caller's rights.
     errors.ForbiddenPath: Code.INVALID_ARGUMENT,
     errors.RuntimeFailure: Code.INTERNAL,
+    errors.Unauthenticated: Code.UNAUTHENTICATED,
+    errors.PermissionDenied: Code.PERMISSION_DENIED,
+    errors.RateLimited: Code.RESOURCE_EXHAUSTED,
 }
 
 

@@ -73,12 +73,19 @@ def _refusing(handler: grpc.RpcMethodHandler, exc: InferenceError) -> grpc.RpcMe
     async def refuse(request: object, context: grpc.aio.ServicerContext) -> None:
         await context.abort(code, message, trailers)
 
+    async def refuse_stream(
+        request: object, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[object]:
+        """Response-streaming kinds get a generator, as interceptors around them expect."""
+        await context.abort(code, message, trailers)
+        yield None  # never reached: abort raises
+
     if handler.request_streaming and handler.response_streaming:
-        return grpc.stream_stream_rpc_method_handler(refuse)
+        return grpc.stream_stream_rpc_method_handler(refuse_stream)
     if handler.request_streaming:
         return grpc.stream_unary_rpc_method_handler(refuse)
     if handler.response_streaming:
-        return grpc.unary_stream_rpc_method_handler(refuse)
+        return grpc.unary_stream_rpc_method_handler(refuse_stream)
     return grpc.unary_unary_rpc_method_handler(refuse)
 
 
