@@ -9,7 +9,6 @@ pooling with numpy.
 from __future__ import annotations
 
 import asyncio
-import base64
 import importlib.util
 import io
 import math
@@ -470,19 +469,14 @@ def test_sentence_embedding_over_grpc_web_equals_grpc(
 def test_sentence_embedding_over_rest_equals_grpc(
     gateway: RunningGateway, default_client: triton.InferenceServerClient
 ) -> None:
-    """The gateway's /v2 JSON today is the proto3 JSON of ModelInferRequest: BYTES
-    elements are base64 strings in contents.bytes_contents."""
+    """V2 REST JSON: BYTES elements are strings in `data`, as the V2 REST protocol says."""
     body = {
         "inputs": [
             {
                 "name": "text",
                 "datatype": "BYTES",
                 "shape": [2],
-                "contents": {
-                    "bytes_contents": [
-                        base64.b64encode(t).decode() for t in _texts(GUITAR, UNRELATED)
-                    ]
-                },
+                "data": [t.decode() for t in _texts(GUITAR, UNRELATED)],
             }
         ]
     }
@@ -490,10 +484,6 @@ def test_sentence_embedding_over_rest_equals_grpc(
         reply = http.post("/v2/models/sentence_embedding/infer", json=body)
     assert reply.status_code == 200, reply.text
     [output] = reply.json()["outputs"]
-    assert (output["name"], output["datatype"], output["shape"]) == (
-        "embedding",
-        "FP32",
-        ["2", "384"],
-    )
-    embeddings = np.array(output["contents"]["fp32_contents"], np.float32).reshape(2, 384)
+    assert (output["name"], output["datatype"], output["shape"]) == ("embedding", "FP32", [2, 384])
+    embeddings = np.array(output["data"], np.float32).reshape(2, 384)
     np.testing.assert_allclose(embeddings, _embed(default_client, GUITAR, UNRELATED), atol=1e-5)
