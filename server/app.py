@@ -27,7 +27,6 @@ from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from inference import grpc_service_pb2 as pb
-from inference import http_service_pb2 as http_pb
 from inference import http_service_pb2_grpc as http_pb_grpc
 from server.api.grpc.health import Health
 from server.api.grpc.servicer import InferenceServicer
@@ -41,7 +40,6 @@ from server.settings import Settings
 log = logging.getLogger("server")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
-REST_SERVICE_NAME = http_pb.DESCRIPTOR.services_by_name["HTTPInferenceService"].full_name
 LIVENESS = "live"  # health service name: SERVING until the process exits
 DRAIN_BOUND_S = 5.0  # step 4: the batchers hold only orphaned work by then
 
@@ -104,13 +102,14 @@ class InferenceServer:
         InferenceServicer(
             self.dataplane, settings.max_input_elements, settings.max_stream_requests
         ).register(self.server)
-        # V2 REST, for the gateway (docs/gateway.md).
+        # V2 REST, for the gateway (docs/gateway.md); not in reflection, which lists the
+        # services clients call.
         http_pb_grpc.add_HTTPInferenceServiceServicer_to_server(
             RestServicer(self.dataplane, settings.max_input_elements), self.server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, self.server)
         reflection.enable_server_reflection(
-            (SERVICE_NAME, REST_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME),
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME),
             self.server,
         )
         self.port = 0
