@@ -36,7 +36,6 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace.export import SpanExporter
 
 from inference import grpc_service_pb2 as pb
-from inference import http_service_pb2 as http_pb
 from inference import http_service_pb2_grpc as http_pb_grpc
 from server.api.grpc import telemetry as grpc_telemetry
 from server.api.grpc.admission import Admission
@@ -69,7 +68,6 @@ from server.telemetry.traces import Tracing, exporter_for
 log = logging.getLogger("server")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
-REST_SERVICE_NAME = http_pb.DESCRIPTOR.services_by_name["HTTPInferenceService"].full_name
 LIVENESS = "live"  # health service name: SERVING until the process exits
 DRAIN_BOUND_S = 5.0  # step 4: the batchers hold only orphaned work by then
 
@@ -182,13 +180,14 @@ class InferenceServer:
             settings.max_batch_rows,
             settings.max_element_bytes,
         ).register(self.server)
-        # V2 REST, for the gateway (docs/gateway.md).
+        # V2 REST, for the gateway (docs/gateway.md); not in reflection, which lists the
+        # services clients call.
         http_pb_grpc.add_HTTPInferenceServiceServicer_to_server(
             RestServicer(self.dataplane, settings.max_input_elements), self.server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, self.server)
         reflection.enable_server_reflection(
-            (SERVICE_NAME, REST_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME),
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME),
             self.server,
         )
         self.port = 0

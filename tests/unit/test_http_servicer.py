@@ -1,6 +1,6 @@
 """The V2 REST servicer through a real in-process grpc.aio server, as the gateway calls it:
-HttpBody requests with path fields, headers as metadata; replies as HttpBody with the
-status and the binary header length in initial metadata."""
+HttpBody requests with path fields, headers as metadata; replies as HttpBody whose content
+type carries the status and the binary header length as x-v2-* parameters."""
 
 from __future__ import annotations
 
@@ -40,9 +40,15 @@ async def _call(
     request: object,
     headers: tuple[tuple[str, str], ...] = (),
 ) -> tuple[dict[str, str], httpbody_pb2.HttpBody]:
+    """The reply and what the gateway reads off it: the content type's parameters (and
+    `content-type`, the type without them), and any initial metadata."""
     call = method(request, metadata=headers)
     reply = await call
-    return dict(await call.initial_metadata()), reply  # type: ignore[arg-type]
+    base, *parameters = (part.strip() for part in reply.content_type.split(";"))
+    found = dict(await call.initial_metadata())  # type: ignore[arg-type]
+    found.update(part.split("=", 1) for part in parameters)  # type: ignore[misc]
+    found["content-type"] = base
+    return found, reply
 
 
 def _body(value: object, content: bytes = b"") -> httpbody_pb2.HttpBody:
@@ -64,6 +70,7 @@ async def test_json_inference(rest: pb_grpc.HTTPInferenceServiceStub) -> None:
     )
     assert "x-v2-status" not in metadata
     assert reply.content_type == "application/json"
+    assert set(metadata) == {"content-type"}  # no initial metadata either
     answer = orjson.loads(reply.data)
     assert answer["id"] == "a" and answer["model_version"] == "1"
     assert answer["outputs"] == [
@@ -95,8 +102,9 @@ async def test_binary_inference(rest: pb_grpc.HTTPInferenceServiceStub) -> None:
     metadata, reply = await _call(
         rest.ModelInfer, request, (("inference-header-content-length", str(len(header))),)
     )
-    length = int(metadata["inference-header-content-length"])
-    assert reply.content_type == "application/octet-stream"
+    length = int(metadata["x-v2-header-length"])
+    assert metadata["content-type"] == "application/octet-stream"
+    assert "x-v2-status" not in metadata
     assert orjson.loads(reply.data[:length])["outputs"][0]["parameters"] == {"binary_data_size": 32}
     np.testing.assert_array_equal(
         np.frombuffer(reply.data[length:], np.float32), (X * 2 + 1).ravel()
