@@ -159,7 +159,9 @@ def run(settings: Settings) -> int:
     if unexpected:
         log.error("a worker exited; stopping the others", extra={"event": "worker_exited"})
         stopping = True
-    _stop(processes, join_s)
+    # On a signal every worker has had its SIGTERM from `forward`: a second one would find
+    # a worker that is past its graceful stop, in interpreter teardown, and kill it (-15).
+    _stop(processes, join_s, signal_them=unexpected)
     reserved.close()
     if endpoint is not None:
         endpoint.stop()
@@ -180,10 +182,11 @@ def _await_ready(receive: Connection, process: BaseProcess) -> tuple[int, int] |
     return None
 
 
-def _stop(processes: list[BaseProcess], join_s: float) -> None:
-    """SIGTERM the live workers, wait for each within the shutdown bound, then kill."""
+def _stop(processes: list[BaseProcess], join_s: float, signal_them: bool = True) -> None:
+    """SIGTERM the live workers (unless they have been already), wait for each within the
+    shutdown bound, then kill."""
     for process in processes:
-        if process.pid is not None and process.is_alive():
+        if signal_them and process.pid is not None and process.is_alive():
             process.terminate()
     deadline = time.monotonic() + join_s
     for process in processes:
