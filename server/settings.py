@@ -189,7 +189,11 @@ class Settings:
         metadata=_help("largest request metadata (headers) a call may carry"),
     )
     max_concurrent_streams: int = field(
-        default=256, metadata=_help("concurrent RPCs on one HTTP/2 connection; more wait")
+        default=2048,
+        metadata=_help(
+            "concurrent RPCs on one HTTP/2 connection; more wait (a burst on a new "
+            "connection, before the client learns the limit, is refused: UNAVAILABLE)"
+        ),
     )
     max_concurrent_rpcs: int = field(
         default=2048,
