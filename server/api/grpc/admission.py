@@ -34,6 +34,7 @@ from server.security.principal import EVERY_MODEL, EXEMPT, PEER, Principal
 
 Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]]
 
+MAX_WRAPPED = 1024  # handlers remembered by PerPeer
 EXEMPT_CALLER = Caller(Principal(EXEMPT, "exempt", EVERY_MODEL))
 # With authentication off, everyone may do everything; only the rate is per address.
 ANYONE_CALLER = Caller(Principal(PEER, "any client", EVERY_MODEL, admin=True))
@@ -140,9 +141,13 @@ class PerPeer:
         self._wrapped: dict[grpc.RpcMethodHandler, grpc.RpcMethodHandler] = {}
 
     def limited(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        """gRPC hands out the same handler object for a method every time, so each is
+        wrapped once; the bound only guards against a server that did not."""
         wrapped = self._wrapped.get(handler)
         if wrapped is None:
-            wrapped = self._wrapped[handler] = self._wrap(handler)
+            wrapped = self._wrap(handler)
+            if len(self._wrapped) < MAX_WRAPPED:
+                self._wrapped[handler] = wrapped
         return wrapped
 
     def _peer(self, context: grpc.aio.ServicerContext) -> tuple[Principal, TokenBucket | None]:
