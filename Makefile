@@ -172,3 +172,16 @@ COMPARE_ARGS ?=
 
 loadtest-compare: install-loadtest protos models gateway perf-analyzer
 	$(PY) -m loadtests.locust.compare $(COMPARE_ARGS)
+
+.PHONY: fuzz soak
+
+# Fuzzing ModelInfer and ModelStreamInfer in process (tests/unit/test_fuzz.py): CI runs 150
+# derandomized examples per test; this runs FUZZ_EXAMPLES with fresh randomness.
+FUZZ_EXAMPLES ?= 10000
+fuzz: install-test protos
+	HYPOTHESIS_MAX_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest tests/unit/test_fuzz.py -q --timeout 0
+
+# Ten minutes at 80% of capacity on the default models: RSS, errors, latency (not in CI).
+# SOAK_ARGS: --seconds 120, --load 0.8, --workers 2
+soak: protos models
+	$(PY) -m loadtests.soak $(SOAK_ARGS)

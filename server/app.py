@@ -286,6 +286,7 @@ class InferenceServer:
         if settings.shutdown_delay_s:  # 2. still serving, while reported as not
             await asyncio.sleep(settings.shutdown_delay_s)
         started = time.monotonic()
+        self.health.end_watches()
         await self.server.stop(settings.shutdown_grace_s)  # 3. finish admitted RPCs
         remaining = max(settings.shutdown_grace_s - (time.monotonic() - started), 0.0)
         try:  # 4. drain the batchers
@@ -335,7 +336,9 @@ async def run(
             _force_exit()
         stop.set()
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    # Under --workers, Ctrl-C sends SIGINT to the whole process group and the supervisor
+    # forwards it as SIGTERM: a worker that heeded both would take the second as forcing.
+    for sig in (signal.SIGINT, signal.SIGTERM) if worker is None else (signal.SIGTERM,):
         loop.add_signal_handler(sig, on_signal)
     loop.add_signal_handler(signal.SIGHUP, server.security.reload)
     await server.start()

@@ -63,6 +63,7 @@ def _reserve_port(host: str, port: int) -> socket.socket:
 
 
 def _worker(settings: Settings, index: int, ready: Connection) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent forwards it as SIGTERM
     logs.configure(settings.log_level, settings.payload_log_file)
 
     def on_ready(server: app.InferenceServer) -> None:
@@ -93,6 +94,7 @@ def run(settings: Settings) -> int:
     processes: list[BaseProcess] = []
     pipes: list[Connection] = []
     stopping = False
+    signalled: set[int] = set()  # workers sent SIGTERM already
     join_s = settings.shutdown_delay_s + settings.shutdown_grace_s + JOIN_MARGIN_S
 
     def forward(_signum: int, _frame: object) -> None:
@@ -104,9 +106,7 @@ def run(settings: Settings) -> int:
             sys.stdout.flush()
             os._exit(1)
         stopping = True
-        for process in processes:
-            if process.pid is not None and process.is_alive():
-                process.terminate()
+        _terminate(processes, signalled)
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
@@ -125,7 +125,7 @@ def run(settings: Settings) -> int:
         if ready is None:
             log.error("a worker failed to start", extra={"worker": started.name})
             stopping = True
-            _stop(processes, join_s)
+            _stop(processes, join_s, signalled)
             return 1
         metrics_ports.append(ready[1])
     endpoint = None
@@ -141,7 +141,7 @@ def run(settings: Settings) -> int:
                 extra={"event": "startup_failed"},
             )
             stopping = True
-            _stop(processes, join_s)
+            _stop(processes, join_s, signalled)
             return 2
     log.info(
         "listening",
@@ -159,9 +159,7 @@ def run(settings: Settings) -> int:
     if unexpected:
         log.error("a worker exited; stopping the others", extra={"event": "worker_exited"})
         stopping = True
-    # On a signal every worker has had its SIGTERM from `forward`: a second one would find
-    # a worker that is past its graceful stop, in interpreter teardown, and kill it (-15).
-    _stop(processes, join_s, signal_them=unexpected)
+    _stop(processes, join_s, signalled)
     reserved.close()
     if endpoint is not None:
         endpoint.stop()
@@ -182,12 +180,18 @@ def _await_ready(receive: Connection, process: BaseProcess) -> tuple[int, int] |
     return None
 
 
-def _stop(processes: list[BaseProcess], join_s: float, signal_them: bool = True) -> None:
-    """SIGTERM the live workers (unless they have been already), wait for each within the
-    shutdown bound, then kill."""
+def _terminate(processes: list[BaseProcess], signalled: set[int]) -> None:
+    """SIGTERM each live worker once: a second SIGTERM forces a stopping worker to exit
+    with status 1, or kills one whose event loop has already closed."""
     for process in processes:
-        if signal_them and process.pid is not None and process.is_alive():
+        if process.pid is not None and process.is_alive() and process.pid not in signalled:
+            signalled.add(process.pid)
             process.terminate()
+
+
+def _stop(processes: list[BaseProcess], join_s: float, signalled: set[int]) -> None:
+    """SIGTERM the live workers, wait for each within the shutdown bound, then kill."""
+    _terminate(processes, signalled)
     deadline = time.monotonic() + join_s
     for process in processes:
         process.join(max(deadline - time.monotonic(), 0.0))

@@ -57,7 +57,8 @@ class ServedModel(Protocol):
     def statistics(self) -> BatcherStatistics: ...
 
     async def close(self) -> None:
-        """Refuse new plans, finish the queued and running ones, release resources."""
+        """Refuse new plans, finish the queued and running ones, release resources.
+        Cancelling it may abort the running ones instead (a shutdown out of time)."""
         ...
 
 

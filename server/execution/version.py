@@ -76,7 +76,13 @@ class BatchedVersion:
         return self._batcher.statistics()
 
     async def close(self) -> None:
-        await self._batcher.close()
+        """Let queued and running requests finish; cancelled, abort the runs instead, so
+        that a bounded shutdown does not wait for compute nobody needs any more."""
+        try:
+            await self._batcher.close()
+        except asyncio.CancelledError:
+            self.runtime.terminate()
+            raise
 
 
 class OnnxVersions:

@@ -118,8 +118,10 @@ class InferenceServicer:
         return encode_response(response, bool(request.raw_input_contents))
 
     async def ModelStreamInfer(
-        self, request_iterator: AsyncIterator[pb.ModelInferRequest | Malformed], context: object
-    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        self,
+        request_iterator: AsyncIterator[pb.ModelInferRequest | Malformed],
+        context: grpc.aio.ServicerContext,
+    ) -> None:
         """Requests run concurrently, so one stream fills batches; replies come in
         completion order, correlated by `id`. A failed request gets `error_message` and its
         status code in `infer_response.parameters["error_code"]`, and the stream stays open.
@@ -191,13 +193,26 @@ class InferenceServicer:
         reader = asyncio.create_task(read())
         try:
             while (reply := await replies.get()) is not None:
-                yield reply
+                try:
+                    await context.write(reply)
+                except Exception:
+                    await _client_gone()
+                    raise
                 slots.release()
             await reader
         finally:
             reader.cancel()
             for future in pending:
                 future.cancel()
+
+
+async def _client_gone(bound_s: float = 1.0) -> None:
+    """A reply could not be written, because the client cancelled or went away (often
+    while the server waited for it to read). grpc cancels the handler once it has seen the
+    client close; until then it would log the failed write as an error with a traceback
+    (a race in grpc.aio: the failed write can arrive before the close). So wait for that
+    cancellation, for at most `bound_s`."""
+    await asyncio.sleep(bound_s)
 
 
 def _check_repository(name: str) -> None:

@@ -42,13 +42,28 @@ CODES: dict[type[BaseException], grpc.StatusCode] = {
 }
 
 GENERIC_MESSAGE = "internal error; the server logged the cause"
+# Status details travel percent-encoded in a trailer, and clients cap metadata (grpc: 8 KiB
+# soft, 16 KiB hard); a message quoting a huge client-supplied name would lose the status.
+MAX_MESSAGE_BYTES = 1024
+
+
+def bounded(message: str) -> str:
+    """`message`, with its middle elided if its UTF-8 exceeds MAX_MESSAGE_BYTES, so
+    that both what it names and what it expects survive."""
+    encoded = message.encode()
+    if len(encoded) <= MAX_MESSAGE_BYTES:
+        return message
+    half = MAX_MESSAGE_BYTES // 2
+    head = encoded[:half].decode(errors="ignore")
+    tail = encoded[-half:].decode(errors="ignore")
+    return f"{head}...({len(encoded) - 2 * half} bytes elided)...{tail}"
 
 
 def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     for cls in type(exc).__mro__:
         code = CODES.get(cls)
         if code is not None:
-            return code, str(exc)
+            return code, bounded(str(exc))
     log.error("unexpected error", exc_info=exc)
     return grpc.StatusCode.INTERNAL, GENERIC_MESSAGE
 
