@@ -19,13 +19,13 @@ only when authentication or rate limits are on.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 import grpc
 
 from server.api.grpc.status import status_for, trailers_for
+from server.api.grpc.streams import replies
 from server.core.errors import InferenceError, Unauthenticated
 from server.security.bucket import Buckets, TokenBucket, refusal
 from server.security.caller import CALLER, Caller
@@ -197,7 +197,7 @@ class PerPeer:
                 request: Any, context: grpc.aio.ServicerContext
             ) -> AsyncIterator[Any]:
                 await self._charge_call(context)
-                async for reply in _replies(inner(request, context)):
+                async for reply in replies(inner(request, context)):
                     yield reply
 
             return grpc.unary_stream_rpc_method_handler(unary_stream, **codecs)
@@ -207,17 +207,7 @@ class PerPeer:
             requests: Any, context: grpc.aio.ServicerContext
         ) -> AsyncIterator[Any]:
             self._charge_requests(context)
-            async for reply in _replies(inner(requests, context)):
+            async for reply in replies(inner(requests, context)):
                 yield reply
 
         return grpc.stream_stream_rpc_method_handler(stream_stream, **codecs)
-
-
-async def _replies(result: Any) -> AsyncIterator[Any]:
-    """A streaming behavior's replies, whether it yields them or writes them itself
-    (`context.write`) and returns a coroutine."""
-    if inspect.isasyncgen(result):
-        async for reply in result:
-            yield reply
-    else:
-        await result

@@ -25,6 +25,7 @@ import grpc
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
 from server.api.grpc.status import CODES
+from server.api.grpc.streams import replies
 from server.telemetry.access import AccessLog
 from server.telemetry.rpc import RpcStats
 from server.telemetry.traces import Tracing
@@ -152,7 +153,7 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
             code = "UNKNOWN"
             messages = 0
             try:
-                async for reply in behavior(requests, context):
+                async for reply in replies(behavior(requests, context)):
                     messages += 1
                     yield reply
                 code = _code(context)
