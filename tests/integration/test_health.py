@@ -92,7 +92,6 @@ def test_reflection_lists_the_services(
     database, _ = reflected
     assert set(database.get_services()) == {
         SERVICE,
-        "inference.HTTPInferenceService",  # the V2 REST face, behind the gateway
         "grpc.health.v1.Health",
         "grpc.reflection.v1alpha.ServerReflection",
     }
