@@ -295,11 +295,12 @@ class Repository:
         log.info("removed model", extra={"model": name})
 
     async def close(self) -> None:
-        """Drain every version; sessions are released with their last reference."""
+        """Drain every version; sessions are released with their last reference.
+        Cancelled (a shutdown out of time), the versions abort what still runs."""
         versions = self.loaded()
         for model in self._models.values():
             model.versions, model.newest = {}, None
-        await _drain(versions)
+        await asyncio.gather(*(v.close() for v in versions))
 
     def _model_dir(self, name: str) -> Path:
         if not name or "/" in name or "\\" in name or name in (".", ".."):
@@ -362,4 +363,6 @@ def _is_pipeline(model_dir: Path) -> bool:
 
 
 async def _drain(versions: Iterable[ServedModel]) -> None:
-    await asyncio.gather(*(v.close() for v in versions))
+    """Let retired versions finish what they hold. Shielded: a caller that is cancelled
+    (the poller, when shutdown begins) must not abort requests still running on them."""
+    await asyncio.shield(asyncio.gather(*(v.close() for v in versions)))

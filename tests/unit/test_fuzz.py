@@ -518,3 +518,24 @@ async def test_a_stream_of_fuzzed_requests_answers_each_one(tmp_path: Path) -> N
 
         await asyncio.to_thread(check)
         await asyncio.to_thread(assert_still_serving, fuzz)
+
+
+async def test_an_empty_shape_with_huge_dimensions_is_refused(tmp_path: Path) -> None:
+    """Found by this fuzzer: no elements, so within the element limit, but numpy cannot
+    shape an array that way; that was INTERNAL."""
+    shapes = ([2**63 - 1, 16, 5, 0], [2**40, 13, 2**31, 0], [0, MAX_ELEMENTS + 1])
+    async with fuzzed(tmp_path) as fuzz:
+        for shape in shapes:
+            for raw in (True, False):
+                request = pb.ModelInferRequest(model_name="double")
+                request.inputs.add(name="x", datatype="FP32", shape=shape)
+                if raw:
+                    request.raw_input_contents.append(b"")
+                code, message, _ = await asyncio.to_thread(fuzz.infer, request)
+                assert code == grpc.StatusCode.INVALID_ARGUMENT
+                assert message in (  # the batch-row limit may refuse it first
+                    f"input 'x': shape {shape} has no elements, but its other dimensions "
+                    f"exceed the limit of {MAX_ELEMENTS}",
+                    f"input 'x': {shape[0]} rows exceed the limit of 1024 (--max-batch-rows)",
+                )
+        await asyncio.to_thread(assert_still_serving, fuzz)

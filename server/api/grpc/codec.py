@@ -87,6 +87,12 @@ def decode_request(
                 "(--max-batch-rows)",
                 tensor=tensor.name,
             )
+        if math.prod(d for d in shape if d) > max_elements:  # numpy refuses such shapes
+            raise InvalidRequest(
+                f"input '{tensor.name}': shape {list(shape)} has no elements, but its other "
+                f"dimensions exceed the limit of {max_elements}",
+                tensor=tensor.name,
+            )
         if raw_contents:
             if tensor.HasField("contents"):
                 raise InvalidRequest(
