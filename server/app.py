@@ -4,7 +4,8 @@ Shutdown is a sequence of named steps, each bounded (`InferenceServer.stop`):
 1. mark NOT_SERVING: readiness, the inference service and every model; liveness stays;
 2. keep serving for `--shutdown-delay-s`, so that load balancers notice step 1 first;
 3. stop accepting RPCs (new ones get UNAVAILABLE) and let every admitted RPC finish on
-   the models it needs, for at most `--shutdown-grace-s`;
+   the models it needs, for at most `--shutdown-grace-s`; those still waiting then get
+   UNAVAILABLE, and anything left half a second later is cancelled;
 4. drain the batchers, which by now hold nothing an admitted RPC waits for;
 5. release the sessions, stop the metrics endpoint, flush the spans, and exit 0.
 A second SIGINT or SIGTERM exits at once with status 1. SIGHUP re-reads the security files
@@ -45,6 +46,7 @@ from server.api.grpc.tls import CertificateFiles
 from server.api.http.servicer import RestServicer
 from server.core.access import UNRESTRICTED, Authorizer
 from server.core.dataplane import DataPlane, ServerInfo
+from server.core.errors import ShuttingDown
 from server.execution.factory import Versions
 from server.execution.pipeline_factory import PipelineVersions
 from server.execution.version import OnnxVersions
@@ -69,6 +71,7 @@ log = logging.getLogger("server")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 LIVENESS = "live"  # health service name: SERVING until the process exits
+ABORT_LEAD_S = 0.5  # step 3: time to answer the requests failed at the end of the grace
 DRAIN_BOUND_S = 5.0  # step 4: the batchers hold only orphaned work by then
 
 
@@ -287,7 +290,7 @@ class InferenceServer:
             await asyncio.sleep(settings.shutdown_delay_s)
         started = time.monotonic()
         self.health.end_watches()
-        await self.server.stop(settings.shutdown_grace_s)  # 3. finish admitted RPCs
+        await self._finish_admitted(settings.shutdown_grace_s)  # 3.
         remaining = max(settings.shutdown_grace_s - (time.monotonic() - started), 0.0)
         try:  # 4. drain the batchers
             await asyncio.wait_for(self.repository.close(), min(remaining, DRAIN_BOUND_S) + 0.1)
@@ -302,6 +305,21 @@ class InferenceServer:
             if not await asyncio.get_running_loop().run_in_executor(None, tracing.shutdown):
                 log.warning("spans not exported in time", extra={"event": "trace_flush_timeout"})
         log.info("stopped", extra={"event": "stopped", "worker": self.worker})
+
+    async def _finish_admitted(self, grace: float) -> None:
+        """Stop taking RPCs and let the admitted ones finish. Those still waiting on a
+        model when the grace runs out are failed with UNAVAILABLE, a status clients retry
+        on, and get ABORT_LEAD_S to send it before grpc cancels whatever is left."""
+        stopping = asyncio.ensure_future(self.server.stop(grace + ABORT_LEAD_S))
+        await asyncio.wait({stopping}, timeout=grace)
+        if not stopping.done():
+            self.repository.abort(
+                ShuttingDown(
+                    f"the server is shutting down, and this request did not finish within "
+                    f"its {grace:g} s grace (--shutdown-grace-s)"
+                )
+            )
+        await stopping
 
     def _custom_tracing(self) -> bool:
         return self.tracing is not None and self.settings.trace_exporter == "none"

@@ -5,6 +5,7 @@ InferenceError
 ├── InvalidRequest          the request is malformed or does not fit the model
 ├── ModelNotFound           no such model, or no such version
 ├── ModelUnavailable        the model exists but has no ready version, or is unloading
+│   └── ShuttingDown        the shutdown grace ran out before the request finished
 ├── VersionRetired          the version passed its sunset date; the message names its successor
 ├── QueueFull               the model's queue is at max_queue_size
 ├── RequestExpired          the request's deadline passed while it waited
@@ -56,6 +57,12 @@ class ModelNotFound(InferenceError):
 
 class ModelUnavailable(InferenceError):
     reason = "model_unavailable"
+
+
+class ShuttingDown(ModelUnavailable):
+    """The shutdown grace ran out before the request finished."""
+
+    reason = "shutting_down"
 
 
 class VersionRetired(InferenceError):

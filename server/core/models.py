@@ -14,6 +14,7 @@ from typing import Protocol
 
 import numpy as np
 
+from server.core.errors import InferenceError
 from server.core.inference import InferenceRequest, Plan
 from server.core.model_config import ModelConfig
 from server.core.statistics import BatcherStatistics, ModelStats
@@ -55,6 +56,11 @@ class ServedModel(Protocol):
         ...
 
     def statistics(self) -> BatcherStatistics: ...
+
+    def abort(self, error: InferenceError) -> None:
+        """Fail every queued and running plan with `error` at once: the shutdown grace
+        ran out, and each caller should get a status before grpc cancels its call."""
+        ...
 
     async def close(self) -> None:
         """Refuse new plans, finish the queued and running ones, release resources.

@@ -26,6 +26,7 @@ the thread hop (about 0.1 ms of wake-ups and GIL hand-offs) costs more than the 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections import deque
@@ -119,6 +120,7 @@ class Batcher:
         self._loop: asyncio.AbstractEventLoop | None = None  # the first enqueue's loop
         self._reached = 0.0  # the latest due time a fired timer vouched for
         self._queue: deque[_Pending] = deque()
+        self._running: dict[int, list[_Pending]] = {}  # batches in the threads, by id
         self._inline = inline
         self._executor = (
             None if inline else ThreadPoolExecutor(instances, thread_name_prefix=f"run-{model}")
@@ -190,6 +192,15 @@ class Batcher:
         await self._idle.wait()
         if self._executor is not None:
             self._executor.shutdown(wait=False)
+
+    def abort(self, error: Exception) -> None:
+        """Refuse new requests and fail the queued and running ones with `error` now; the
+        runs themselves finish (or are terminated) in their threads."""
+        self._closed = True
+        for pending in itertools.chain(self._queue, *self._running.values()):
+            if not pending.future.done():
+                pending.future.set_exception(error)
+        self._queue.clear()
 
     def _dispatch(self) -> None:
         self._scheduled = False
@@ -285,6 +296,7 @@ class Batcher:
                 self._finish(batch, input_ns, outcome, None)
             return
         assert self._loop is not None
+        self._running[id(batch)] = batch
         future = self._loop.run_in_executor(
             self._executor, _timed_run, self._runner, feeds, batch[0].outputs
         )
@@ -294,6 +306,7 @@ class Batcher:
         self, batch: list[_Pending], input_ns: int, done: asyncio.Future[tuple[Outputs, int]]
     ) -> None:
         """A worker thread finished: deliver, then refill the free slot."""
+        del self._running[id(batch)]
         error = done.exception()
         self._finish(batch, input_ns, None if error else done.result(), error)
         self._dispatch()

@@ -240,6 +240,14 @@ class PipelineVersion:
             slots=sum(b.slots for b in batchers),
         )
 
+    def abort(self, error: InferenceError) -> None:
+        """Fail the steps' queued and running work; each running request then fails with
+        `error` at its step. Its models are the repository's, which aborts them too."""
+        self._closed = True
+        for stage in self.stages:
+            if isinstance(stage, StepStage):
+                stage.batcher.abort(error)
+
     async def close(self) -> None:
         """Refuse new requests, let the running ones finish, then close the steps' batchers
         (the models belong to the repository)."""

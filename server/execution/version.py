@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from server.core.errors import RepositoryError
+from server.core.errors import InferenceError, RepositoryError
 from server.core.inference import InferenceRequest, Plan
 from server.core.model_config import ModelConfig
 from server.core.models import Outputs
@@ -74,6 +74,10 @@ class BatchedVersion:
 
     def statistics(self) -> BatcherStatistics:
         return self._batcher.statistics()
+
+    def abort(self, error: InferenceError) -> None:
+        self._batcher.abort(error)
+        self.runtime.terminate()  # nobody waits for the runs in progress any more
 
     async def close(self) -> None:
         """Let queued and running requests finish; cancelled, abort the runs instead, so

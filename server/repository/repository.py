@@ -26,6 +26,7 @@ from typing import Any
 from server.core.errors import (
     ControlDisabled,
     ForbiddenPath,
+    InferenceError,
     InvalidRequest,
     ModelNotFound,
     ModelUnavailable,
@@ -293,6 +294,11 @@ class Repository:
             self._on_change(name, False)
             await _drain(old.values())
         log.info("removed model", extra={"model": name})
+
+    def abort(self, error: InferenceError) -> None:
+        """Fail every request still waiting on a version (see `ServedModel.abort`)."""
+        for version in self.loaded():
+            version.abort(error)
 
     async def close(self) -> None:
         """Drain every version; sessions are released with their last reference.

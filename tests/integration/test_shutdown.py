@@ -172,8 +172,12 @@ def test_grace_bounds_the_drain() -> None:
         assert code == 0
         assert exited_after <= grace + EXIT_MARGIN_S
         assert codes.count(OK) < len(calls), "everything finished: the grace bounded nothing"
-        # grpc answers the requests it cancels at the end of the grace with UNAVAILABLE.
+        # The server fails what still waits on a model at the end of the grace with
+        # UNAVAILABLE, and says why.
         assert set(codes) <= {OK, UNAVAILABLE}, set(codes)
+        failed = [call.details() for call in calls if call.code() == UNAVAILABLE]
+        assert failed, "nothing was failed at the end of the grace"
+        assert all("within its 1 s grace (--shutdown-grace-s)" in d for d in failed), failed
         _no_tracebacks(server)
 
 

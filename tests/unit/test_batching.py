@@ -26,7 +26,13 @@ import pytest
 import pytest_asyncio
 
 from server.core import datatypes
-from server.core.errors import ModelUnavailable, QueueFull, RequestExpired, RuntimeFailure
+from server.core.errors import (
+    ModelUnavailable,
+    QueueFull,
+    RequestExpired,
+    RuntimeFailure,
+    ShuttingDown,
+)
 from server.core.inference import Plan
 from server.core.model_config import BatchingConfig
 from server.core.statistics import BatcherStatistics, ModelStats
@@ -721,6 +727,31 @@ async def test_close_drains_queued_and_running_requests_then_refuses_new_ones(
     assert runner.sizes() == [1, 3]
     with pytest.raises(ModelUnavailable, match=r"^model 'm' is unloading$"):
         submit(batcher, x_of(9))
+
+
+async def test_abort_fails_queued_and_running_requests_at_once_then_refuses_new_ones(
+    make: Make,
+) -> None:
+    runner = FakeRunner(gated=True)
+    batcher = make(runner)
+    running = submit(batcher, x_of(0))
+    await runner.started()
+    queued_ones = [submit(batcher, x_of(i)) for i in range(1, 4)]
+    await queued(batcher, 3)
+
+    batcher.abort(ShuttingDown("out of time", model=MODEL))
+    for future in [running, *queued_ones]:
+        assert future.done()
+        with pytest.raises(ShuttingDown, match=r"^out of time$"):
+            future.result()
+    assert batcher.statistics().queue_depth == 0
+    with pytest.raises(ModelUnavailable, match=r"^model 'm' is unloading$"):
+        submit(batcher, x_of(9))
+
+    runner.open()  # the run finishes in its thread; its answer has nobody to go to
+    async with asyncio.timeout(WAIT):
+        await batcher.close()
+    assert runner.sizes() == [1]
 
 
 async def test_close_sends_a_batch_that_was_waiting_for_its_delay(make: Make) -> None:

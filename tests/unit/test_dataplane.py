@@ -15,6 +15,7 @@ import pytest
 from server.core import datatypes
 from server.core.dataplane import DataPlane, ModelMetadata, ServerInfo, TensorMetadata
 from server.core.errors import (
+    InferenceError,
     InvalidRequest,
     ModelNotFound,
     ModelUnavailable,
@@ -58,6 +59,11 @@ class FakeVersion:
 
     def statistics(self) -> BatcherStatistics:
         return BatcherStatistics(len(self.submitted), 0, 1)
+
+    def abort(self, error: InferenceError) -> None:
+        for _, _, future in self.submitted:
+            if not future.done():
+                future.set_exception(error)
 
     async def close(self) -> None:
         pass

@@ -13,6 +13,7 @@ HIERARCHY: dict[type[errors.InferenceError], tuple[type[Exception], str]] = {
     errors.InvalidRequest: (errors.InferenceError, "invalid_request"),
     errors.ModelNotFound: (errors.InferenceError, "model_not_found"),
     errors.ModelUnavailable: (errors.InferenceError, "model_unavailable"),
+    errors.ShuttingDown: (errors.ModelUnavailable, "shutting_down"),
     errors.VersionRetired: (errors.InferenceError, "version_retired"),
     errors.ControlDisabled: (errors.InferenceError, "control_disabled"),
     errors.QueueFull: (errors.InferenceError, "queue_full"),

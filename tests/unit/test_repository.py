@@ -17,6 +17,7 @@ from server.core import datatypes
 from server.core.errors import (
     ControlDisabled,
     ForbiddenPath,
+    InferenceError,
     InvalidRequest,
     ModelNotFound,
     ModelUnavailable,
@@ -35,13 +36,15 @@ SIGNATURE = Signature(0, (TensorSpec("x", FP32, (1,)),), (TensorSpec("y", FP32, 
 
 
 class FakeVersion:
-    """A served version that answers nothing; it only remembers whether it was closed."""
+    """A served version that answers nothing; it only remembers whether it was closed
+    or aborted."""
 
     def __init__(self, name: str, version: int, config: ModelConfig, path: Path) -> None:
         self.name, self.version, self.config, self.path = name, version, config, path
         self.signature = SIGNATURE
         self.stats = ModelStats()
         self.closed = False
+        self.aborted: InferenceError | None = None
 
     def validate(self, request: InferenceRequest) -> Plan:
         raise NotImplementedError
@@ -51,6 +54,9 @@ class FakeVersion:
 
     def statistics(self) -> BatcherStatistics:
         return BatcherStatistics(0, 0, 1)
+
+    def abort(self, error: InferenceError) -> None:
+        self.aborted = error
 
     async def close(self) -> None:
         self.closed = True
@@ -210,6 +216,15 @@ async def test_unloading_what_is_not_loaded_succeeds(repository: Repository) -> 
     ]
     with pytest.raises(ModelNotFound, match="no model 'nope' in the repository"):
         await repository.unload("nope")
+
+
+async def test_abort_reaches_every_loaded_version(repository: Repository) -> None:
+    await repository.start()
+    error = InferenceError("out of time")
+    repository.abort(error)
+    versions = repository.loaded()
+    assert len(versions) > 1
+    assert all(v.aborted is error for v in versions)  # type: ignore[attr-defined]
 
 
 async def test_unload_drains_the_versions_and_leaves_the_server_ready(
