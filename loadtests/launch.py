@@ -47,12 +47,12 @@ class Gateway:
         return f"http://127.0.0.1:{self.port}"
 
 
-def server_command(workers: int, repository: Path | str = "models") -> list[str]:
+def server_command(workers: int, repository: Path | str = "models", *flags: str) -> list[str]:
     """The real server, as `make run` starts it, on a port of its choosing."""
     return [
         sys.executable,
         *("-m", "server", "--model-repository", str(repository), "--host", "127.0.0.1"),
-        *("--grpc-port", "0", "--workers", str(workers)),
+        *("--grpc-port", "0", "--metrics-port", "0", "--workers", str(workers), *flags),
     ]
 
 
@@ -70,8 +70,22 @@ def noop_command(port: int) -> list[str]:
 
 
 @contextlib.contextmanager
-def real_server(workers: int, repository: Path | str = "models") -> Iterator[Server]:
-    with _processes(f"server x{workers}", [server_command(workers, repository)]) as started:
+def real_server(workers: int, repository: Path | str = "models", *flags: str) -> Iterator[Server]:
+    """The server, with extra `flags`."""
+    with _processes(f"server x{workers}", [server_command(workers, repository, *flags)]) as started:
+        yield Server(*started)
+
+
+@contextlib.contextmanager
+def server_in(root: Path, *flags: str) -> Iterator[Server]:
+    """The server of the source tree `root` (another revision's checkout, to compare
+    with), with only the flags every revision knows and `flags`."""
+    command = [
+        sys.executable,
+        *("-m", "server", "--model-repository", "models", "--host", "127.0.0.1"),
+        *("--grpc-port", "0", *flags),
+    ]
+    with _processes(f"server in {root}", [command], root=root) as started:
         yield Server(*started)
 
 
@@ -121,7 +135,7 @@ GATEWAY_EVENT = Event("gateway_listening", "http_port")
 
 @contextlib.contextmanager
 def _processes(
-    label: str, commands: Sequence[list[str]], event: Event = SERVER_EVENT
+    label: str, commands: Sequence[list[str]], event: Event = SERVER_EVENT, root: Path = ROOT
 ) -> Iterator[tuple[int, int]]:
     """Start every command, wait for each one's "listening" line, stop them all on exit.
 
@@ -133,7 +147,7 @@ def _processes(
         for command in commands:
             process = subprocess.Popen(
                 command,
-                cwd=ROOT,
+                cwd=root,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 text=True,
