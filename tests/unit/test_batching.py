@@ -819,6 +819,30 @@ async def test_statistics_count_executions_rows_and_batch_sizes(
     assert (stats.success.count, stats.fail.count) == (0, 0)
 
 
+async def test_a_request_run_at_once_is_counted_as_a_batch_of_one(
+    make: Make, stats: ModelStats
+) -> None:
+    batcher = make(FakeRunner(), inline=True)
+    future = submit(batcher, x_of(1, rows=2), eager=True)
+    assert future.done()
+    assert_own(x_of(1, rows=2), future.result())
+    assert (stats.execution_count, stats.inference_count, sorted(stats.batches)) == (1, 2, [2])
+    assert (stats.queue.count, stats.compute_infer.count) == (1, 1)
+    assert batcher.statistics() == BatcherStatistics(queue_depth=0, in_flight=0, slots=1)
+
+
+async def test_a_request_run_at_once_that_fails_gets_the_error_and_counts_no_execution(
+    make: Make, stats: ModelStats
+) -> None:
+    batcher = make(FakeRunner(fail_below=0), inline=True)
+    future = submit(batcher, -x_of(1), eager=True)
+    with pytest.raises(RuntimeFailure, match="negative input"):
+        future.result()
+    assert stats.execution_count == 0
+    [outputs] = await results(submit(batcher, x_of(2), eager=True))  # the model still serves
+    assert_own(x_of(2), outputs)
+
+
 async def test_queue_statistics_count_each_request_once(make: Make, stats: ModelStats) -> None:
     runner = FakeRunner(fail_below=0)
     batcher = make(runner, max_batch_size=2)

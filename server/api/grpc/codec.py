@@ -70,7 +70,7 @@ def decode_request(
                 tensor=tensor.name,
             )
         shape = tuple(tensor.shape)
-        if any(d < 0 for d in shape):
+        if shape and min(shape) < 0:
             raise InvalidRequest(
                 f"input '{tensor.name}': shape {list(shape)} has a negative dimension",
                 tensor=tensor.name,
@@ -87,7 +87,7 @@ def decode_request(
                 "(--max-batch-rows)",
                 tensor=tensor.name,
             )
-        if math.prod(d for d in shape if d) > max_elements:  # numpy refuses such shapes
+        if not count and math.prod(d for d in shape if d) > max_elements:  # numpy refuses them
             raise InvalidRequest(
                 f"input '{tensor.name}': shape {list(shape)} has no elements, but its other "
                 f"dimensions exceed the limit of {max_elements}",
@@ -116,7 +116,7 @@ def decode_request(
     )
     if request.parameters:
         decoded.parameters = _parameters(request.parameters)
-    if any(output.parameters for output in request.outputs):
+    if request.outputs and any(output.parameters for output in request.outputs):
         decoded.output_parameters = {
             output.name: _parameters(output.parameters) for output in request.outputs
         }
