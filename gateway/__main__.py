@@ -20,7 +20,14 @@ from types import FrameType
 from gateway.config import render
 from gateway.paths import BUILD_DIR
 from gateway.process import Gateway, GatewayError, RunningGateway
-from gateway.settings import DEFAULT_CORS_ORIGINS, GatewaySettings, StaticFile
+from gateway.settings import (
+    DEFAULT_CORS_ORIGINS,
+    GatewaySettings,
+    ListenerTls,
+    StaticFile,
+    UpstreamTls,
+)
+from gateway.tls import write_secrets
 
 
 def _host_port(value: str) -> tuple[str, int]:
@@ -69,12 +76,61 @@ def _parser() -> argparse.ArgumentParser:
             help="serve FILE at exactly /URL/PATH, repeatable",
         )
         cmd.add_argument("--build-dir", type=Path, default=BUILD_DIR)
+        cmd.add_argument(
+            "--access-log",
+            default="-",
+            metavar="PATH",
+            help="JSON access log: - for standard output (default), a file, or '' for none",
+        )
+        _tls_options(cmd)
     commands.choices["run"].add_argument("--log-level", default="warn")
+    commands.choices["render"].add_argument(
+        "--secrets-dir",
+        type=Path,
+        default=BUILD_DIR / "secrets",
+        help="where to write the TLS secrets (SDS files) the configuration names",
+    )
     return parser
+
+
+def _tls_options(cmd: argparse.ArgumentParser) -> None:
+    tls = cmd.add_argument_group("TLS (certificates are reloaded when renamed into place)")
+    tls.add_argument("--tls-cert-file", type=Path, help="the listener's PEM chain: HTTPS")
+    tls.add_argument("--tls-key-file", type=Path, help="its unencrypted PEM key")
+    tls.add_argument(
+        "--upstream-tls-ca-file", type=Path, help="connect to the server over TLS, trusting this CA"
+    )
+    tls.add_argument(
+        "--upstream-tls-cert-file", type=Path, help="client certificate for a mutual-TLS server"
+    )
+    tls.add_argument("--upstream-tls-key-file", type=Path, help="its unencrypted PEM key")
+    tls.add_argument(
+        "--upstream-tls-server-name",
+        help="the name the server's certificate must carry (default: the upstream host)",
+    )
+
+
+def _tls(args: argparse.Namespace) -> tuple[ListenerTls | None, UpstreamTls | None]:
+    if (args.tls_cert_file is None) != (args.tls_key_file is None):
+        raise ValueError("--tls-cert-file and --tls-key-file go together")
+    listener = None
+    if args.tls_cert_file is not None:
+        listener = ListenerTls(args.tls_cert_file, args.tls_key_file)
+    upstream_options = (
+        args.upstream_tls_cert_file,
+        args.upstream_tls_key_file,
+        args.upstream_tls_server_name,
+    )
+    if args.upstream_tls_ca_file is None:
+        if any(option is not None for option in upstream_options):
+            raise ValueError("the --upstream-tls-* options need --upstream-tls-ca-file")
+        return listener, None
+    return listener, UpstreamTls(args.upstream_tls_ca_file, *upstream_options)
 
 
 def _settings(args: argparse.Namespace) -> GatewaySettings:
     upstream_host, upstream_port = args.upstream
+    tls, upstream_tls = _tls(args)
     return GatewaySettings(
         listen_host=args.listen_host,
         listen_port=args.listen_port,
@@ -85,6 +141,9 @@ def _settings(args: argparse.Namespace) -> GatewaySettings:
         cors_origins=tuple(args.cors_origins or DEFAULT_CORS_ORIGINS),
         build_dir=args.build_dir,
         static_files=tuple(args.static),
+        access_log=args.access_log,
+        tls=tls,
+        upstream_tls=upstream_tls,
     )
 
 
@@ -95,6 +154,7 @@ def _listening_event(running: RunningGateway) -> dict[str, object]:
         "http_port": running.http_port,
         "admin_port": running.admin_port,
         "upstream": running.upstream,
+        "tls": running.tls,
     }
 
 
@@ -134,9 +194,13 @@ def main(argv: list[str] | None = None) -> int:
         outputs = build(args.out)
         print(f"wrote {outputs.descriptor_path} and {outputs.openapi_path}")
         return 0
-    settings = _settings(args)
+    try:
+        settings = _settings(args)
+    except ValueError as exc:
+        _parser().error(str(exc))
     if args.command == "render":
-        sys.stdout.write(render(settings))
+        write_secrets(settings, args.secrets_dir)
+        sys.stdout.write(render(settings, args.secrets_dir))
         return 0
     try:
         return _run(settings, args.log_level)

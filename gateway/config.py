@@ -3,10 +3,13 @@
 import json
 import re
 from importlib import resources
+from pathlib import Path
 from string import Template
 from typing import Any
 
+from gateway.access_log import access_logs, trace_id_filter
 from gateway.settings import GatewaySettings, StaticFile
+from gateway.tls import listener_transport_socket, upstream_transport_socket
 
 # Room for the OpenAPI document and a demo page, each read into memory.
 MAX_STATIC_BYTES = 4 * 1024 * 1024
@@ -89,8 +92,9 @@ def _static_route(static: StaticFile) -> dict[str, Any]:
     }
 
 
-def render(settings: GatewaySettings) -> str:
-    """The Envoy configuration (YAML) for these settings."""
+def render(settings: GatewaySettings, secrets_dir: Path) -> str:
+    """The Envoy configuration (YAML) for these settings; its TLS secrets are read from
+    `secrets_dir` (gateway.tls.write_secrets)."""
     text = (resources.files("gateway") / "envoy.yaml").read_text()
     placeholder = _STATIC_ROUTES_LINE.search(text)
     assert placeholder is not None, "envoy.yaml lost its ${static_routes} line"
@@ -107,6 +111,10 @@ def render(settings: GatewaySettings) -> str:
         "cors_origins": [cors_origin_matcher(o) for o in settings.cors_origins],
         "max_static_bytes": MAX_STATIC_BYTES,
         "local_reply_mappers": local_reply_mappers(),
+        "access_log": access_logs(settings),
+        "trace_id_filter": trace_id_filter(),
+        "listener_transport_socket": listener_transport_socket(settings, secrets_dir),
+        "upstream_transport_socket": upstream_transport_socket(settings, secrets_dir),
     }
     rendered = {key: json.dumps(value) for key, value in values.items()}
     return Template(text).substitute(rendered, static_routes=static_routes)

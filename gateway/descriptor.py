@@ -3,6 +3,11 @@
 Built from `protos/` with `--include_imports` (the transcoder needs
 google/api/http.proto, google/api/httpbody.proto and every message type in one file) and
 `--include_source_info` (the proto comments, for whoever reads the set).
+
+It also holds google/rpc/error_details.proto, which no contract file imports: the
+transcoder prints a failed call's `grpc-status-details-bin` into the REST error, and a
+detail whose type it cannot resolve (the rate limit's RetryInfo) leaves the REST reply
+empty, with no V2 error body.
 """
 
 from importlib import resources
@@ -12,6 +17,9 @@ import google.api
 from grpc_tools import protoc
 
 from gateway.paths import PROTOS_DIR
+
+# Relative to the googleapis root on the include path.
+ERROR_DETAILS = "google/rpc/error_details.proto"
 
 
 class DescriptorBuildError(RuntimeError):
@@ -39,6 +47,7 @@ def build_descriptor_set(output: Path, protos_dir: Path = PROTOS_DIR) -> Path:
         "--include_source_info",
         f"--descriptor_set_out={output}",
         *sources,
+        ERROR_DETAILS,
     ]
     if protoc.main(args) != 0:
         raise DescriptorBuildError(f"protoc failed on {protos_dir}")

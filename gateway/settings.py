@@ -19,6 +19,34 @@ class StaticFile:
 
 
 @dataclass(frozen=True, slots=True)
+class ListenerTls:
+    """The listener's certificate chain (PEM, leaf first) and its unencrypted key. Envoy
+    watches their directory and serves a certificate renamed into place from the next
+    handshake on."""
+
+    cert_file: Path
+    key_file: Path
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamTls:
+    """How Envoy checks the server's certificate, and the client certificate it shows a
+    server that asks for one (mutual TLS). Watched like ListenerTls."""
+
+    ca_file: Path
+    """The CA bundle the server's certificate must chain to."""
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    server_name: str | None = None
+    """The name (or IP) the server's certificate must carry; default: the upstream host.
+    A DNS name is also sent as SNI."""
+
+    def __post_init__(self) -> None:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("a client certificate needs both its certificate and key files")
+
+
+@dataclass(frozen=True, slots=True)
 class GatewaySettings:
     """Where Envoy listens, where it forwards to, and what it serves itself."""
 
@@ -40,6 +68,13 @@ class GatewaySettings:
     """Where `python -m gateway build` put the descriptor set and the OpenAPI document."""
     static_files: tuple[StaticFile, ...] = ()
     """More files to serve, such as a demo page."""
+    access_log: str = "-"
+    """Envoy's JSON access log, one line per request: `-` for standard output, a file
+    path, or empty for none."""
+    tls: ListenerTls | None = None
+    """TLS on the listener (HTTPS, and gRPC over TLS); None: plaintext."""
+    upstream_tls: UpstreamTls | None = None
+    """TLS from Envoy to the server; None: plaintext h2c."""
 
     @property
     def built(self) -> BuildOutputs:

@@ -5,7 +5,8 @@ core; N processes, each with its own event loop and batchers, use N. The kernel 
 new connections across the processes' listening sockets. The parent only supervises: it
 reserves the port (so that `--grpc-port 0` works), waits until every worker listens,
 forwards SIGINT/SIGTERM, bounds how long each worker may take to stop, and exits
-non-zero if a worker dies on its own. A second signal kills the workers at once.
+non-zero if a worker dies on its own. A second signal kills the workers at once. SIGHUP
+goes to every worker that has started, which re-reads its security files.
 
 Metrics: each worker serves its own on a loopback port it reports when ready, and the
 parent serves them all on --metrics-port, each series labelled with its worker
@@ -108,8 +109,16 @@ def run(settings: Settings) -> int:
         stopping = True
         _terminate(processes, signalled)
 
+    serving: list[BaseProcess] = []  # started, so they handle SIGHUP (it would kill them before)
+
+    def hangup(_signum: int, _frame: object) -> None:
+        for process in serving:
+            if process.pid is not None and process.is_alive():
+                os.kill(process.pid, signal.SIGHUP)
+
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGHUP, hangup)
     for index in range(settings.workers):
         receive, send = context.Pipe(duplex=False)
         process = context.Process(
@@ -128,6 +137,7 @@ def run(settings: Settings) -> int:
             _stop(processes, join_s, signalled)
             return 1
         metrics_ports.append(ready[1])
+        serving.append(started)
     endpoint = None
     if settings.metrics:
         aggregate = WorkerMetrics(metrics_ports)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import grpc_web
 import httpx
 import numpy as np
 import pytest
@@ -149,31 +150,10 @@ def _triton_outputs(
     return {name: result.as_numpy(name) for name in ("label", "probabilities")}
 
 
-def _grpc_web_frame(message: bytes) -> bytes:
-    return b"\x00" + len(message).to_bytes(4, "big") + message
-
-
 def _decode_grpc_web_text(body: bytes) -> bytes:
     # Envoy base64-encodes each chunk on its own, padding included, so decode per
     # 4-character quantum rather than the body as one string.
     return b"".join(base64.b64decode(body[i : i + 4]) for i in range(0, len(body), 4))
-
-
-def _grpc_web_reply(body: bytes) -> tuple[list[bytes], dict[str, str]]:
-    """Split a gRPC-web body into its messages and its trailers."""
-    messages, trailers, at = [], {}, 0
-    while at < len(body):
-        flags, length = body[at], int.from_bytes(body[at + 1 : at + 5], "big")
-        payload = body[at + 5 : at + 5 + length]
-        at += 5 + length
-        if flags & 0x80:
-            for line in payload.decode().split("\r\n"):
-                if line:
-                    key, _, value = line.partition(":")
-                    trailers[key.strip().lower()] = value.strip()
-        else:
-            messages.append(payload)
-    return messages, trailers
 
 
 def _infer_request(rows: np.ndarray, model: str = "digits") -> bytes:
@@ -600,7 +580,7 @@ def test_grpc_web_inference_equals_grpc(
     triton_direct: triton.InferenceServerClient,
     text_mode: bool,
 ) -> None:
-    body = _grpc_web_frame(_infer_request(ROWS))
+    body = grpc_web.frame(_infer_request(ROWS))
     kind = "application/grpc-web-text" if text_mode else "application/grpc-web+proto"
     headers = {"content-type": kind, "accept": kind, "x-grpc-web": "1", "origin": ORIGIN}
     reply = rest.post(
@@ -608,7 +588,7 @@ def test_grpc_web_inference_equals_grpc(
     )
     assert reply.status_code == 200
     raw = _decode_grpc_web_text(reply.content) if text_mode else reply.content
-    messages, trailers = _grpc_web_reply(raw)
+    messages, trailers = grpc_web.reply(raw)
     assert trailers["grpc-status"] == "0"
     response = service_pb2.ModelInferResponse.FromString(messages[0])
     labels = list(response.outputs[0].contents.int64_contents)
@@ -618,7 +598,7 @@ def test_grpc_web_inference_equals_grpc(
 def test_grpc_web_error_status(rest: httpx.Client) -> None:
     headers = {"content-type": "application/grpc-web+proto", "x-grpc-web": "1"}
     reply = rest.post(
-        GRPC_WEB_INFER, content=_grpc_web_frame(_infer_request(ROWS, "nope")), headers=headers
+        GRPC_WEB_INFER, content=grpc_web.frame(_infer_request(ROWS, "nope")), headers=headers
     )
     # A trailers-only reply: the status travels in the HTTP headers.
     assert reply.headers["grpc-status"] == "5"
@@ -630,8 +610,8 @@ def test_grpc_web_whatever_te_header_the_browser_sends(rest: httpx.Client, te: s
     headers = {"content-type": "application/grpc-web+proto", "x-grpc-web": "1"}
     if te is not None:
         headers["te"] = te
-    _, trailers = _grpc_web_reply(
-        rest.post(GRPC_WEB_LIVE, content=_grpc_web_frame(b""), headers=headers).content
+    _, trailers = grpc_web.reply(
+        rest.post(GRPC_WEB_LIVE, content=grpc_web.frame(b""), headers=headers).content
     )
     assert trailers["grpc-status"] == "0"
 
@@ -641,7 +621,7 @@ def test_grpc_web_server_streaming(rest: httpx.Client) -> None:
     request = health_pb2.HealthCheckRequest(service="").SerializeToString()
     headers = {"content-type": "application/grpc-web+proto", "x-grpc-web": "1"}
     path = "/grpc.health.v1.Health/Watch"
-    with rest.stream("POST", path, content=_grpc_web_frame(request), headers=headers) as reply:
+    with rest.stream("POST", path, content=grpc_web.frame(request), headers=headers) as reply:
         received = b""
         for chunk in reply.iter_bytes():
             received += chunk
@@ -657,7 +637,7 @@ def test_grpc_without_te_trailers_still_reaches_the_server(gateway: RunningGatew
     with httpx.Client(http1=False, http2=True) as h2c:
         reply = h2c.post(
             gateway.url + GRPC_WEB_LIVE,
-            content=_grpc_web_frame(b""),
+            content=grpc_web.frame(b""),
             headers={"content-type": "application/grpc"},
         )
     assert reply.http_version == "HTTP/2"
@@ -712,7 +692,7 @@ def test_upstream_down(built: BuildOutputs) -> None:
         _error(rest.post("/v2/models/digits/infer", json=_INFER_BODY), 503)
 
         headers = {"content-type": "application/grpc-web+proto", "x-grpc-web": "1"}
-        reply = rest.post(GRPC_WEB_LIVE, content=_grpc_web_frame(b""), headers=headers)
+        reply = rest.post(GRPC_WEB_LIVE, content=grpc_web.frame(b""), headers=headers)
         assert reply.headers["grpc-status"] == "14"
 
         client = triton.InferenceServerClient(gw.address)

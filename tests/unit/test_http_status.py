@@ -21,6 +21,7 @@ ROWS: dict[type[BaseException], int] = {
     errors.RepositoryError: 500,
     errors.ForbiddenPath: 400,
     errors.RuntimeFailure: 500,
+    errors.PermissionDenied: 403,
 }
 
 

@@ -29,6 +29,9 @@ STATUSES: dict[type[BaseException], int] = {
     # 400, not 403: a 403 says the caller's credentials do not allow it.
     errors.ForbiddenPath: 400,
     errors.RuntimeFailure: 500,
+    # The data plane's authorization; credentials and rate limits are refused before the
+    # REST face runs (the admission interceptor), and Envoy makes those 401 and 429.
+    errors.PermissionDenied: 403,
 }
 
 GENERIC_MESSAGE = "internal error; the server logged the cause"
