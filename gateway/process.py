@@ -13,7 +13,13 @@ import envoy
 
 from gateway.admin import Admin
 from gateway.config import render
-from gateway.settings import DEFAULT_CORS_ORIGINS, GatewaySettings, StaticFile
+from gateway.settings import (
+    DEFAULT_CORS_ORIGINS,
+    DEFAULT_HEALTH_CHECK_INTERVAL_S,
+    GatewaySettings,
+    StaticFile,
+    Upstream,
+)
 
 LISTENER = "gateway"
 UPSTREAM_CLUSTER = "inference"
@@ -32,6 +38,7 @@ class RunningGateway:
     http_port: int
     admin_address: str
     upstream: str
+    """The upstreams' addresses, comma-separated."""
 
     @property
     def address(self) -> str:
@@ -48,7 +55,7 @@ class RunningGateway:
         return Admin(self.admin_address).port
 
     def wait_for_upstream(self, timeout: float = 30.0) -> None:
-        """Wait until the upstream passes its gRPC health check, so requests reach it."""
+        """Wait until every upstream passes its gRPC health check, so requests reach it."""
         admin = Admin(self.admin_address)
         deadline = time.monotonic() + timeout
         while not admin.cluster_healthy(UPSTREAM_CLUSTER):
@@ -97,7 +104,7 @@ class Gateway:
             host=self.settings.listen_host,
             http_port=admin.listener_port(LISTENER),
             admin_address=admin.address,
-            upstream=f"{self.settings.upstream_host}:{self.settings.upstream_port}",
+            upstream=",".join(str(u) for u in self.settings.upstreams),
         )
 
     def wait(self) -> int:
@@ -138,25 +145,25 @@ class Gateway:
 
 @contextmanager
 def start_gateway(
-    upstream_port: int,
-    *,
+    *upstream_ports: int,
     upstream_host: str = "127.0.0.1",
+    health_check_interval_s: float = DEFAULT_HEALTH_CHECK_INTERVAL_S,
     cors_origins: tuple[str, ...] = DEFAULT_CORS_ORIGINS,
     static_files: tuple[StaticFile, ...] = (),
     build_dir: Path | None = None,
     wait_for_upstream: bool = True,
     log_path: Path | None = None,
 ) -> Iterator[RunningGateway]:
-    """A gateway on free loopback ports in front of `upstream_host:upstream_port`.
+    """A gateway on free loopback ports in front of `upstream_host` on each port.
 
-    With `wait_for_upstream`, the upstream has passed a health check when this
+    With `wait_for_upstream`, every upstream has passed a health check when this
     yields. Envoy is stopped on exit. Its log goes to `log_path` (or stderr).
     """
     settings = GatewaySettings(
         listen_port=0,
         admin_port=0,
-        upstream_host=upstream_host,
-        upstream_port=upstream_port,
+        upstreams=tuple(Upstream(upstream_host, port) for port in upstream_ports),
+        health_check_interval_s=health_check_interval_s,
         cors_origins=cors_origins,
         static_files=static_files,
     )
