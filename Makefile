@@ -17,7 +17,7 @@ HOST ?= 127.0.0.1
 ADMIN_PORT ?= 0
 SERVER_ARGS ?=
 
-.PHONY: run test install install-test protos models gateway web perf-analyzer bench clean
+.PHONY: run cluster test install install-test protos models gateway web perf-analyzer bench clean
 
 $(VENV)/.installed-run: pyproject.toml models/requirements-nodeps.txt
 	$(PYTHON) -m venv $(VENV)
@@ -84,16 +84,39 @@ web: $(WEB)/dist/index.html
 /usr/bin/prometheus:
 	apt-get update -qq && apt-get install -y -qq prometheus
 
+# $(1) server replicas behind one gateway on $(HOST):$(HTTP_PORT), with the demo page at
+# /web/; replica i serves gRPC on GRPC_PORT + 10 i and metrics on METRICS_PORT + 10 i, with
+# the server flags $(2) and then SERVER_ARGS; $(3) are gateway flags.
+# Ctrl-C stops all. When any one exits, the others are stopped too, and make exits with
+# the first one's status: a server that cannot bind never leaves a gateway answering 503.
+define serve
+	@trap 'stopped=1; kill $$pids 2>/dev/null' INT TERM; pids=; upstreams=; \
+	for i in $$(seq 0 $$(($(1) - 1))); do \
+		port=$$(($(GRPC_PORT) + 10 * i)); upstreams="$$upstreams --upstream $(HOST):$$port"; \
+		$(PY) -m server --model-repository models --host $(HOST) --grpc-port $$port \
+			--metrics-port $$(($(METRICS_PORT) + 10 * i)) $(2) $(SERVER_ARGS) & pids="$$pids $$!"; \
+	done; \
+	$(PY) -m gateway run --listen-host $(HOST) --listen-port $(HTTP_PORT) --admin-port $(ADMIN_PORT) $$upstreams $(3) $(WEB_STATIC) & pids="$$pids $$!"; \
+	wait -n $$pids; status=$$?; \
+	kill $$pids 2>/dev/null; wait; [ -n "$$stopped" ] && exit 0; exit $$status
+endef
+
 # gRPC on $(GRPC_PORT), REST and gRPC-web on $(HTTP_PORT), the demo page at /web/, metrics
 # at http://$(HOST):$(METRICS_PORT)/metrics.
-# Ctrl-C stops both. When either one exits, the other is stopped too, and make exits with
-# the first one's status: a server that cannot bind never leaves a gateway answering 503.
 run: protos models gateway web
-	@trap 'stopped=1; kill $$server $$gateway 2>/dev/null' INT TERM; \
-	$(PY) -m server --model-repository models --host $(HOST) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT) $(SERVER_ARGS) & server=$$!; \
-	$(PY) -m gateway run --listen-host $(HOST) --listen-port $(HTTP_PORT) --admin-port $(ADMIN_PORT) --upstream $(HOST):$(GRPC_PORT) $(WEB_STATIC) & gateway=$$!; \
-	wait -n $$server $$gateway; status=$$?; \
-	kill $$server $$gateway 2>/dev/null; wait; [ -n "$$stopped" ] && exit 0; exit $$status
+	$(call serve,1)
+
+# `make cluster REPLICAS=3`: scale-out on one machine (docs/deployment.md, "Scale-out with
+# Envoy"): replicas on 8001, 8011, 8021, ... behind Envoy on 8000, which balances each
+# request, health-checks every replica each CLUSTER_HEALTH_CHECK_S, and retries what a
+# replica failed to take. Each replica keeps serving for CLUSTER_SHUTDOWN_DELAY_S after
+# SIGTERM while reporting NOT_SERVING, so Envoy drains it first: keep it above the interval
+# plus the check's 1 s timeout.
+REPLICAS ?= 2
+CLUSTER_HEALTH_CHECK_S ?= 1
+CLUSTER_SHUTDOWN_DELAY_S ?= 3
+cluster: protos models gateway web
+	$(call serve,$(REPLICAS),--shutdown-delay-s $(CLUSTER_SHUTDOWN_DELAY_S),--health-check-interval-s $(CLUSTER_HEALTH_CHECK_S))
 
 test: install-test protos models gateway web perf-analyzer /usr/bin/chromium /usr/bin/prometheus
 	$(PY) -m ruff check server gateway tests models loadtests

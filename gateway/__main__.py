@@ -22,19 +22,22 @@ from gateway.paths import BUILD_DIR
 from gateway.process import Gateway, GatewayError, RunningGateway
 from gateway.settings import (
     DEFAULT_CORS_ORIGINS,
+    DEFAULT_HEALTH_CHECK_INTERVAL_S,
+    DEFAULT_UPSTREAMS,
     GatewaySettings,
     ListenerTls,
     StaticFile,
+    Upstream,
     UpstreamTls,
 )
 from gateway.tls import write_secrets
 
 
-def _host_port(value: str) -> tuple[str, int]:
+def _upstream(value: str) -> Upstream:
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit():
         raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
-    return host, int(port)
+    return Upstream(host, int(port))
 
 
 def _static_file(value: str) -> StaticFile:
@@ -55,7 +58,20 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--listen-host", default="127.0.0.1")
         cmd.add_argument("--listen-port", type=int, default=8000, help="0: any free port")
         cmd.add_argument(
-            "--upstream", type=_host_port, default=("127.0.0.1", 8001), metavar="HOST:PORT"
+            "--upstream",
+            action="append",
+            dest="upstreams",
+            type=_upstream,
+            metavar="HOST:PORT",
+            help="an inference server's gRPC address, repeatable: requests are balanced "
+            "across them (default: 127.0.0.1:8001)",
+        )
+        cmd.add_argument(
+            "--health-check-interval-s",
+            type=float,
+            default=DEFAULT_HEALTH_CHECK_INTERVAL_S,
+            help="seconds between health checks of each upstream; keep the servers' "
+            "--shutdown-delay-s above it plus 1 s",
         )
         cmd.add_argument("--admin-host", default="127.0.0.1")
         cmd.add_argument("--admin-port", type=int, default=9901, help="0: any free port")
@@ -129,13 +145,12 @@ def _tls(args: argparse.Namespace) -> tuple[ListenerTls | None, UpstreamTls | No
 
 
 def _settings(args: argparse.Namespace) -> GatewaySettings:
-    upstream_host, upstream_port = args.upstream
     tls, upstream_tls = _tls(args)
     return GatewaySettings(
         listen_host=args.listen_host,
         listen_port=args.listen_port,
-        upstream_host=upstream_host,
-        upstream_port=upstream_port,
+        upstreams=tuple(args.upstreams or DEFAULT_UPSTREAMS),
+        health_check_interval_s=args.health_check_interval_s,
         admin_host=args.admin_host,
         admin_port=args.admin_port,
         cors_origins=tuple(args.cors_origins or DEFAULT_CORS_ORIGINS),

@@ -7,6 +7,7 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
+from gateway import upstream
 from gateway.access_log import access_logs, trace_id_filter
 from gateway.settings import GatewaySettings, StaticFile
 from gateway.tls import listener_transport_socket, upstream_transport_socket
@@ -105,8 +106,11 @@ def render(settings: GatewaySettings, secrets_dir: Path) -> str:
         "admin_port": settings.admin_port,
         "listen_host": settings.listen_host,
         "listen_port": settings.listen_port,
-        "upstream_host": settings.upstream_host,
-        "upstream_port": settings.upstream_port,
+        "retry_policy": upstream.retry_policy(),
+        "health_checks": upstream.health_checks(settings),
+        "outlier_detection": upstream.outlier_detection(),
+        "circuit_breakers": upstream.circuit_breakers(),
+        "load_assignment": upstream.load_assignment(settings),
         "descriptor_path": str(settings.built.descriptor_path),
         "cors_origins": [cors_origin_matcher(o) for o in settings.cors_origins],
         "max_static_bytes": MAX_STATIC_BYTES,

@@ -15,9 +15,11 @@ from gateway.admin import Admin
 from gateway.config import render
 from gateway.settings import (
     DEFAULT_CORS_ORIGINS,
+    DEFAULT_HEALTH_CHECK_INTERVAL_S,
     GatewaySettings,
     ListenerTls,
     StaticFile,
+    Upstream,
     UpstreamTls,
 )
 from gateway.tls import write_secrets
@@ -40,6 +42,7 @@ class RunningGateway:
     http_port: int
     admin_address: str
     upstream: str
+    """The upstreams' addresses, comma-separated."""
     tls: bool = False
 
     @property
@@ -57,7 +60,7 @@ class RunningGateway:
         return Admin(self.admin_address).port
 
     def wait_for_upstream(self, timeout: float = 30.0) -> None:
-        """Wait until the upstream passes its gRPC health check, so requests reach it."""
+        """Wait until every upstream passes its gRPC health check, so requests reach it."""
         admin = Admin(self.admin_address)
         deadline = time.monotonic() + timeout
         while not admin.cluster_healthy(UPSTREAM_CLUSTER):
@@ -110,7 +113,7 @@ class Gateway:
             host=self.settings.listen_host,
             http_port=admin.listener_port(LISTENER),
             admin_address=admin.address,
-            upstream=f"{self.settings.upstream_host}:{self.settings.upstream_port}",
+            upstream=",".join(str(u) for u in self.settings.upstreams),
             tls=self.settings.tls is not None,
         )
 
@@ -152,9 +155,9 @@ class Gateway:
 
 @contextmanager
 def start_gateway(
-    upstream_port: int,
-    *,
+    *upstream_ports: int,
     upstream_host: str = "127.0.0.1",
+    health_check_interval_s: float = DEFAULT_HEALTH_CHECK_INTERVAL_S,
     cors_origins: tuple[str, ...] = DEFAULT_CORS_ORIGINS,
     static_files: tuple[StaticFile, ...] = (),
     build_dir: Path | None = None,
@@ -164,17 +167,17 @@ def start_gateway(
     tls: ListenerTls | None = None,
     upstream_tls: UpstreamTls | None = None,
 ) -> Iterator[RunningGateway]:
-    """A gateway on free loopback ports in front of `upstream_host:upstream_port`.
+    """A gateway on free loopback ports in front of `upstream_host` on each port.
 
-    With `wait_for_upstream`, the upstream has passed a health check when this
+    With `wait_for_upstream`, every upstream has passed a health check when this
     yields. Envoy is stopped on exit. Its log goes to `log_path` (or stderr), its
     access log to `access_log` (or nowhere).
     """
     settings = GatewaySettings(
         listen_port=0,
         admin_port=0,
-        upstream_host=upstream_host,
-        upstream_port=upstream_port,
+        upstreams=tuple(Upstream(upstream_host, port) for port in upstream_ports),
+        health_check_interval_s=health_check_interval_s,
         cors_origins=cors_origins,
         static_files=static_files,
         access_log=str(access_log or ""),

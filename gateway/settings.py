@@ -38,12 +38,28 @@ class UpstreamTls:
     cert_file: Path | None = None
     key_file: Path | None = None
     server_name: str | None = None
-    """The name (or IP) the server's certificate must carry; default: the upstream host.
-    A DNS name is also sent as SNI."""
+    """The name (or IP) the server's certificate must carry; default: the first upstream's
+    host. A DNS name is also sent as SNI."""
 
     def __post_init__(self) -> None:
         if (self.cert_file is None) != (self.key_file is None):
             raise ValueError("a client certificate needs both its certificate and key files")
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    """One inference server (replica) the gateway forwards to."""
+
+    host: str
+    """An IP or a DNS name; every address a name resolves to is a replica."""
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+DEFAULT_UPSTREAMS = (Upstream("127.0.0.1", 8001),)
+DEFAULT_HEALTH_CHECK_INTERVAL_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,9 +70,12 @@ class GatewaySettings:
     """Address of the one listener for REST, gRPC-web and native gRPC."""
     listen_port: int = 8000
     """Its port; 0 picks a free one (the launcher reports which)."""
-    upstream_host: str = "127.0.0.1"
-    """The inference server's gRPC address: an IP or a DNS name."""
-    upstream_port: int = 8001
+    upstreams: tuple[Upstream, ...] = DEFAULT_UPSTREAMS
+    """The inference servers' gRPC addresses; with several, each request goes to one of
+    them (gateway/upstream.py)."""
+    health_check_interval_s: float = DEFAULT_HEALTH_CHECK_INTERVAL_S
+    """How often each upstream's health is checked; a replica's --shutdown-delay-s must
+    exceed it plus the 1 s timeout, so that it is out of rotation before it stops."""
     admin_host: str = "127.0.0.1"
     """Envoy's admin interface; keep it on loopback, it can stop the proxy."""
     admin_port: int = 9901

@@ -89,7 +89,7 @@ def upstream_transport_socket(settings: GatewaySettings, directory: Path) -> dic
     upstream = settings.upstream_tls
     if upstream is None:
         return None
-    name = upstream.server_name or settings.upstream_host
+    name = upstream.server_name or settings.upstreams[0].host  # replicas share one name
     common: dict[str, Any] = {
         "alpn_protocols": ["h2"],
         "combined_validation_context": {

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import struct
 import subprocess
@@ -59,23 +58,6 @@ class Row:
     failed: int
     server_us: float  # the server's CPU time per reply
     envoy_us: float  # Envoy's (0 for direct gRPC)
-
-
-def _listener_pid(port: int) -> int:
-    """The process listening on a loopback port (ss, from iproute2)."""
-    out = subprocess.run(
-        ["ss", "-ltnpH", f"sport = :{port}"], capture_output=True, text=True, check=True
-    ).stdout
-    found = re.search(r"pid=(\d+)", out)
-    if found is None:
-        raise RuntimeError(f"nothing listens on port {port}: {out!r}")
-    return int(found.group(1))
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User and system CPU time of a process, all its threads (/proc/PID/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,9 +150,9 @@ def _h2load(
         *(["--h1"] if load.h1 else []),
         load.url,
     ]
-    before = [_cpu_seconds(pid) for pid in pids]
+    before = [launch.cpu_seconds(pid) for pid in pids]
     out = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60)
-    server_s, envoy_s = (_cpu_seconds(pid) - b for pid, b in zip(pids, before, strict=True))
+    server_s, envoy_s = (launch.cpu_seconds(pid) - b for pid, b in zip(pids, before, strict=True))
     if out.returncode != 0:
         raise RuntimeError(f"h2load failed: {' '.join(command)}\n{out.stdout}{out.stderr}")
     rate = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out.stdout)
@@ -227,7 +209,7 @@ def run(args: argparse.Namespace) -> int:
             launch.real_server(1) as server,
             start_gateway(server.port, build_dir=outputs.descriptor_path.parent) as gateway,
         ):
-            pids = (_listener_pid(server.port), _listener_pid(gateway.http_port))
+            pids = (launch.listener_pid(server.port), launch.listener_pid(gateway.http_port))
             for model in args.models.split(","):
                 before = _successes(server.address, model)
                 measured = [

@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import queue
+import re
 import signal
 import socket
 import subprocess
@@ -196,3 +197,20 @@ def _stop(process: subprocess.Popen[str]) -> None:
                 # Only our own session: the server and the workers it spawned.
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+def listener_pid(port: int) -> int:
+    """The process listening on a loopback port (ss, from iproute2)."""
+    out = subprocess.run(
+        ["ss", "-ltnpH", f"sport = :{port}"], capture_output=True, text=True, check=True
+    ).stdout
+    found = re.search(r"pid=(\d+)", out)
+    if found is None:
+        raise RuntimeError(f"nothing listens on port {port}: {out!r}")
+    return int(found.group(1))
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process, all its threads (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -251,9 +251,12 @@ class InferenceServer:
         self._start_metrics()
         self.health.set(LIVENESS, True)
         self.health.set("", False)
+        # Accepting requests only once the start-up loads have ended (failed ones too): a
+        # replica restarted behind Envoy would otherwise get traffic it answers NOT_FOUND.
+        self.health.set(SERVICE_NAME, False)
         await self.server.start()
-        self.health.set(SERVICE_NAME, True)
         await self.repository.start(self._startup_models())
+        self.health.set(SERVICE_NAME, True)
         if self.poller is not None:
             self.poller.start()
         self.security.reloader.start()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from server.core import datatypes
 from server.core.errors import InvalidRequest, RepositoryError, RuntimeFailure
 from server.core.model_config import ModelConfig, WarmupInput
 from server.core.tensors import Signature, TensorSpec
+from server.execution.cores import available_cores
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +55,9 @@ def _texts(name: str, array: np.ndarray) -> np.ndarray:
 
 
 def default_intra_op_threads(workers: int, instances: int) -> int:
-    """Split the cores so that workers x instances x threads does not oversubscribe them."""
-    return max(1, (os.cpu_count() or 1) // max(1, workers * instances))
+    """Split the cores this process may use (cgroup quota included) so that workers x
+    instances x threads does not oversubscribe them."""
+    return max(1, available_cores() // max(1, workers * instances))
 
 
 class OnnxModel:

@@ -65,8 +65,11 @@ def stop_process(process: subprocess.Popen[str], timeout: float = 15.0) -> int:
 
 
 @contextlib.contextmanager
-def start_server(model_repository: Path, *extra_args: str) -> Iterator[ServerProcess]:
-    """Run `python -m server` on an ephemeral port; stop it when the block ends."""
+def start_server(
+    model_repository: Path, *extra_args: str, grpc_port: int = 0
+) -> Iterator[ServerProcess]:
+    """Run `python -m server` on an ephemeral port (or `grpc_port`, to restart a server
+    where its clients expect it); stop it when the block ends."""
     command = [
         sys.executable,
         "-m",
@@ -76,7 +79,7 @@ def start_server(model_repository: Path, *extra_args: str) -> Iterator[ServerPro
         "--host",
         "127.0.0.1",
         "--grpc-port",
-        "0",
+        str(grpc_port),
         "--metrics-port",  # every test server on its own free port; the start line names it
         "0",
         *extra_args,

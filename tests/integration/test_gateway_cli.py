@@ -48,8 +48,12 @@ def test_build_writes_the_descriptor_set_and_openapi(build_dir: Path) -> None:
         [],
         ["--cors-origin", "*", "--upstream", "inference.internal:9000"],
         ["--cors-origin", "https://app.example", "--static", "/demo/=gateway/envoy.yaml"],
+        [
+            *("--upstream", "127.0.0.1:8001", "--upstream", "replica.internal:8011"),
+            *("--health-check-interval-s", "0.25"),
+        ],
     ],
-    ids=["defaults", "any-origin-dns-upstream", "origin-and-static-file"],
+    ids=["defaults", "any-origin-dns-upstream", "origin-and-static-file", "replicas"],
 )
 def test_rendered_config_is_valid_for_envoy(
     build_dir: Path, tmp_path: Path, options: list[str]

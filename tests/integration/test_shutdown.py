@@ -20,19 +20,18 @@ from functools import cache
 
 import grpc
 import numpy as np
-import onnxruntime as ort
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from processes import ROOT, ServerProcess, start_server
-from sklearn.datasets import load_digits
 from test_inference import expected, minilm_inputs
 from traffic import (
     OWN_CONNECTION,
     Outcome,
     SteadyLoad,
     all_done,
+    check_digits,
+    digits_request,
     output,
-    raw_fp32_request,
     wait_until,
 )
 from tritonclient.grpc import service_pb2, service_pb2_grpc
@@ -142,8 +141,8 @@ def _admitted(stub: service_pb2_grpc.GRPCInferenceServiceStub) -> None:
     started, the server takes them in that order, and digits runs on the event loop in
     microseconds while minilm runs in threads, so its answer comes back long before the
     minilm batches finish."""
-    request = _digits_request(0, 0)
-    _check_digits(request, stub.ModelInfer(request, timeout=30))
+    request = digits_request(0, 0)
+    check_digits(request, stub.ModelInfer(request, timeout=30))
 
 
 def test_grace_bounds_the_drain() -> None:
@@ -184,37 +183,6 @@ def test_grace_bounds_the_drain() -> None:
 # --- steady load -----------------------------------------------------------------------------
 
 
-@cache
-def _digits() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """64 images, and digits version 2's labels and probabilities for them."""
-    x = load_digits().data[:64].astype(np.float32)
-    session = ort.InferenceSession(
-        str(ROOT / "models" / "digits" / "2" / "model.onnx"), providers=["CPUExecutionProvider"]
-    )
-    label, probabilities = session.run(["label", "probabilities"], {"input": x})
-    return x, label, probabilities
-
-
-def _digits_request(client: int, n: int) -> service_pb2.ModelInferRequest:
-    x = _digits()[0]
-    request = raw_fp32_request("digits", "input", x[(client * 7 + n) % 64][None])
-    request.model_version = "2"
-    request.id = str((client * 7 + n) % 64)
-    return request
-
-
-def _check_digits(
-    request: service_pb2.ModelInferRequest, response: service_pb2.ModelInferResponse
-) -> None:
-    _, labels, probabilities = _digits()
-    row = int(request.id)
-    assert response.id == request.id
-    assert output(response, "label", np.int64).tolist() == [labels[row]]
-    np.testing.assert_allclose(
-        output(response, "probabilities", np.float32), probabilities[row : row + 1], rtol=1e-5
-    )
-
-
 def _assert_clean_cut(
     outcomes: list[Outcome], signalled: float, exited: float, clients: int, strict: bool
 ) -> None:
@@ -249,8 +217,8 @@ def _sigterm_under_load(
     with start_server(ROOT / "models", "--load-model", "digits", *server_args) as server:
         load = SteadyLoad(
             server.grpc_address,
-            _digits_request,
-            _check_digits,
+            digits_request,
+            check_digits,
             clients,
             channel_options=channel_options,
         )
@@ -340,15 +308,15 @@ def test_shutdown_delay_keeps_serving_while_health_says_not_serving() -> None:
             assert _status(health, "") == SERVING
             with grpc.insecure_channel(server.grpc_address) as channel:
                 stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
-                _check_digits(_digits_request(0, 0), stub.ModelInfer(_digits_request(0, 0)))
+                check_digits(digits_request(0, 0), stub.ModelInfer(digits_request(0, 0)))
                 signalled = time.monotonic()
                 server.process.send_signal(signal.SIGTERM)
                 wait_until(lambda: _status(health, "") == NOT_SERVING, 5, "readiness to drop")
                 assert _status(health, SERVICE) == NOT_SERVING
                 assert _status(health, "live") == SERVING
                 for n in range(5):  # still answering, within the delay
-                    request = _digits_request(1, n)
-                    _check_digits(request, stub.ModelInfer(request, timeout=5))
+                    request = digits_request(1, n)
+                    check_digits(request, stub.ModelInfer(request, timeout=5))
                 assert server.process.poll() is None
                 assert time.monotonic() - signalled < 1.0, "the checks overran the delay"
         code = _exit_code(server.process, 1 + 10 + EXIT_MARGIN_S)

@@ -11,10 +11,14 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 
 import grpc
 import numpy as np
+import onnxruntime as ort
+from processes import ROOT
+from sklearn.datasets import load_digits
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 # A channel of its own per client: the local subchannel pool gives each one its own TCP
@@ -77,6 +81,39 @@ def output(response: service_pb2.ModelInferResponse, name: str, dtype: type) -> 
             array = np.frombuffer(response.raw_output_contents[index], dtype)
             return array.reshape(tuple(tensor.shape))
     raise AssertionError(f"no output {name!r} in {[t.name for t in response.outputs]}")
+
+
+@cache
+def _digits() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """64 images, and digits version 2's labels and probabilities for them."""
+    x = load_digits().data[:64].astype(np.float32)
+    session = ort.InferenceSession(
+        str(ROOT / "models" / "digits" / "2" / "model.onnx"), providers=["CPUExecutionProvider"]
+    )
+    label, probabilities = session.run(["label", "probabilities"], {"input": x})
+    return x, label, probabilities
+
+
+def digits_request(client: int, n: int) -> service_pb2.ModelInferRequest:
+    """The n-th request of a client: one of 64 images, for digits version 2."""
+    x = _digits()[0]
+    request = raw_fp32_request("digits", "input", x[(client * 7 + n) % 64][None])
+    request.model_version = "2"
+    request.id = str((client * 7 + n) % 64)
+    return request
+
+
+def check_digits(
+    request: service_pb2.ModelInferRequest, response: service_pb2.ModelInferResponse
+) -> None:
+    """Raises AssertionError unless the response is ONNX Runtime's answer to the request."""
+    _, labels, probabilities = _digits()
+    row = int(request.id)
+    assert response.id == request.id
+    assert output(response, "label", np.int64).tolist() == [labels[row]]
+    np.testing.assert_allclose(
+        output(response, "probabilities", np.float32), probabilities[row : row + 1], rtol=1e-5
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,9 +2,10 @@
 
 ""                               readiness: every model the server is expected to
                                  serve is ready (Kubernetes readiness, ServerReady)
-inference.GRPCInferenceService   accepting requests: SERVING from listening until
-                                 shutdown begins, whatever the models' states (the
-                                 gateway's upstream health check)
+inference.GRPCInferenceService   accepting requests: SERVING from the end of start-up
+                                 loading (the "listening" line) until shutdown begins,
+                                 whatever the models' states (the gateway's upstream
+                                 health check)
 live                             the process is up: SERVING until it exits, through
                                  loading and draining (Kubernetes liveness)
 <model name>                     that model has a ready version
