@@ -8,7 +8,8 @@
 # Paths are relative to the working directory (the image's /app): models/, build/gateway/
 # and web/. Extra arguments come after the defaults here, so they win (argparse keeps the
 # last value of a flag). The gateway forwards to 127.0.0.1 at the server's gRPC port: in
-# `all` the server's --grpc-port if given, else $INFERENCE_GRPC_PORT, else 8001.
+# `all` the server's --grpc-port if given, else $INFERENCE_GRPC_PORT, else 8001; unless
+# the arguments name upstreams of their own (--upstream is repeatable: one per replica).
 #
 # `all` stops both when either exits. It exits 0 only when both stopped cleanly after
 # SIGTERM or SIGINT; if either exits on its own, the other is stopped and the exit
@@ -16,8 +17,12 @@
 set -euo pipefail
 
 gateway_defaults() {
-	local grpc_port=${INFERENCE_GRPC_PORT:-8001}
-	local args=(--listen-host 0.0.0.0 --upstream "127.0.0.1:$grpc_port" --build-dir build/gateway)
+	local grpc_port=$1
+	shift
+	local args=(--listen-host 0.0.0.0 --build-dir build/gateway)
+	if [[ " $* " != *" --upstream "* && " $* " != *" --upstream="* ]]; then
+		args+=(--upstream "127.0.0.1:$grpc_port")
+	fi
 	if [[ -f web/index.html ]]; then # the gRPC-web demo page, as `make run` serves it
 		args+=(--static "/web/=web/index.html")
 		local file
@@ -28,9 +33,10 @@ gateway_defaults() {
 	printf '%s\0' "${args[@]}"
 }
 
-run_gateway() {
-	local defaults
-	mapfile -d '' defaults < <(gateway_defaults)
+run_gateway() { # GRPC_PORT [GATEWAY ARGS...]
+	local grpc_port=$1 defaults
+	shift
+	mapfile -d '' defaults < <(gateway_defaults "$grpc_port" "$@")
 	exec python -m gateway run "${defaults[@]}" "$@"
 }
 
@@ -45,8 +51,8 @@ run_all() {
 		shift
 	done
 	[[ $# -gt 0 ]] && shift # the --
-	# The gateway forwards to the server's port; an --upstream of the caller's still wins.
-	local gateway_args=(--upstream "127.0.0.1:$grpc_port" "$@")
+	# The gateway forwards to the server's port, unless the caller names upstreams.
+	local gateway_args=("$grpc_port" "$@")
 
 	local stopping=0 signalled=0 server="" gateway=""
 	stop_both() { # once: a second SIGTERM could reach a server past its own handlers
@@ -89,7 +95,7 @@ command=${1:-all}
 shift || true
 case $command in
 server) exec python -m server "$@" ;;
-gateway) run_gateway "$@" ;;
+gateway) run_gateway "${INFERENCE_GRPC_PORT:-8001}" "$@" ;;
 all) run_all "$@" ;;
 *)
 	echo "usage: entrypoint.sh server|gateway|all [ARGS...] (all: SERVER ARGS [-- GATEWAY ARGS])" >&2
