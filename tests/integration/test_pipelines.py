@@ -16,6 +16,7 @@ import shutil
 from collections.abc import Iterator
 from types import ModuleType
 
+import grpc_web
 import httpx
 import numpy as np
 import pytest
@@ -426,22 +427,6 @@ def gateway(
         yield running
 
 
-def _grpc_web_messages(body: bytes) -> tuple[list[bytes], dict[str, str]]:
-    messages, trailers, at = [], {}, 0
-    while at < len(body):
-        flags, length = body[at], int.from_bytes(body[at + 1 : at + 5], "big")
-        payload = body[at + 5 : at + 5 + length]
-        at += 5 + length
-        if flags & 0x80:
-            for line in payload.decode().split("\r\n"):
-                key, _, value = line.partition(":")
-                if key:
-                    trailers[key.strip().lower()] = value.strip()
-        else:
-            messages.append(payload)
-    return messages, trailers
-
-
 def test_sentence_embedding_over_grpc_web_equals_grpc(
     gateway: RunningGateway, default_client: triton.InferenceServerClient
 ) -> None:
@@ -455,11 +440,11 @@ def test_sentence_embedding_over_grpc_web_equals_grpc(
     with httpx.Client(base_url=gateway.url, timeout=30) as http:
         reply = http.post(
             "/inference.GRPCInferenceService/ModelInfer",
-            content=b"\x00" + len(message).to_bytes(4, "big") + message,
+            content=grpc_web.frame(message),
             headers={"content-type": "application/grpc-web+proto", "x-grpc-web": "1"},
         )
     assert reply.status_code == 200
-    [payload], trailers = _grpc_web_messages(reply.content)
+    [payload], trailers = grpc_web.reply(reply.content)
     assert trailers["grpc-status"] == "0", trailers
     response = service_pb2.ModelInferResponse.FromString(payload)
     embeddings = np.frombuffer(response.raw_output_contents[0], np.float32).reshape(2, 384)

@@ -700,15 +700,23 @@ async def test_when_every_request_fails_each_gets_the_error(make: Make, stats: M
     assert stats.execution_count == 0
 
 
+async def _one_running_three_queued(
+    make: Make,
+) -> tuple[FakeRunner, Batcher, asyncio.Future[Outputs], list[asyncio.Future[Outputs]]]:
+    """A gated batcher running request 0, with requests 1 to 3 queued behind it."""
+    runner = FakeRunner(gated=True)
+    batcher = make(runner)
+    running = submit(batcher, x_of(0))
+    await runner.started()
+    waiting = [submit(batcher, x_of(i)) for i in range(1, 4)]
+    await queued(batcher, 3)
+    return runner, batcher, running, waiting
+
+
 async def test_close_drains_queued_and_running_requests_then_refuses_new_ones(
     make: Make,
 ) -> None:
-    runner = FakeRunner(gated=True)
-    batcher = make(runner)
-    first = submit(batcher, x_of(0))
-    await runner.started()
-    futures = [submit(batcher, x_of(i)) for i in range(1, 4)]
-    await queued(batcher, 3)
+    runner, batcher, first, futures = await _one_running_three_queued(make)
 
     closing = asyncio.create_task(batcher.close())
     await spin()
@@ -732,12 +740,7 @@ async def test_close_drains_queued_and_running_requests_then_refuses_new_ones(
 async def test_abort_fails_queued_and_running_requests_at_once_then_refuses_new_ones(
     make: Make,
 ) -> None:
-    runner = FakeRunner(gated=True)
-    batcher = make(runner)
-    running = submit(batcher, x_of(0))
-    await runner.started()
-    queued_ones = [submit(batcher, x_of(i)) for i in range(1, 4)]
-    await queued(batcher, 3)
+    runner, batcher, running, queued_ones = await _one_running_three_queued(make)
 
     batcher.abort(ShuttingDown("out of time", model=MODEL))
     for future in [running, *queued_ones]:
