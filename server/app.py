@@ -186,7 +186,13 @@ class InferenceServer:
         # V2 REST, for the gateway (docs/gateway.md); not in reflection, which lists the
         # services clients call.
         http_pb_grpc.add_HTTPInferenceServiceServicer_to_server(
-            RestServicer(self.dataplane, settings.max_input_elements), self.server
+            RestServicer(
+                self.dataplane,
+                settings.max_input_elements,
+                settings.max_batch_rows,
+                settings.max_element_bytes,
+            ),
+            self.server,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, self.server)
         reflection.enable_server_reflection(

@@ -222,14 +222,15 @@ def test_typed_bytes_must_be_utf8_for_a_string_tensor(stub: Stub, rpc_error: Rpc
 @pytest.mark.parametrize(
     ("raw", "fragment"),
     [
-        (b"\x02\x00\x00\x00ok\x05\x00", "ends inside a length prefix"),
-        (b"\x02\x00\x00\x00ok\x09\x00\x00\x00abc", "runs past the content"),
-        (b"\x02\x00\x00\x00ok", "has 1 BYTES elements but shape [1, 3] needs 3"),
+        (b"\x02\x00\x00\x00ok\x05\x00", "ends inside a BYTES length prefix"),
+        (b"\x02\x00\x00\x00ok\x09\x00\x00\x00abc", "runs past the end of the raw content"),
+        (b"\x02\x00\x00\x00ok", "holds 1 BYTES elements but shape [1, 3] needs 3"),
     ],
 )
 def test_malformed_raw_bytes(stub: Stub, rpc_error: RpcError, raw: bytes, fragment: str) -> None:
     request = service_pb2.ModelInferRequest(model_name="identity_bytes", raw_input_contents=[raw])
     request.inputs.add(name="INPUT0", datatype="BYTES", shape=[1, 3])
     message = rpc_error(lambda: stub.ModelInfer(request), grpc.StatusCode.INVALID_ARGUMENT)
-    assert message.startswith("input 'INPUT0': raw ")
+    assert message.startswith("input 'INPUT0': ")
+    assert "raw content" in message  # the field the client sent
     assert fragment in message

@@ -226,7 +226,7 @@ def test_binary_data_must_match_what_the_inputs_declare(
     ("data", "message"),
     [
         (struct.pack("<I", 5) + b"abc", "input 's': a BYTES element runs past"),
-        (b"\1\0", "input 's': BYTES binary data ends inside a length prefix"),
+        (b"\1\0", "input 's': binary data ends inside a BYTES length prefix"),
         (struct.pack("<I", 0) * 3, "input 's': binary data holds more than the 2 BYTES"),
         (struct.pack("<I", 0), "input 's': binary data holds 1 BYTES elements but shape"),
     ],
@@ -306,3 +306,36 @@ def test_bytes_that_are_not_text_need_binary() -> None:
         encode_response(_response(raw), OutputForm())
     body, length = encode_response(_response(raw), OutputForm(default_binary=True))
     assert length is not None and body[length:] == b"\1\0\0\0\xff"
+
+
+# --- the limits every face shares (server.core.limits) ---------------------------------------
+
+
+def _limited(request: Any, data: bytes = b"", **limits: int) -> str:
+    header = orjson.dumps(request)
+    length = str(len(header)) if data else None
+    with pytest.raises(InvalidRequest) as refused:
+        decode_request("m", "", header + data, length, MAX_ELEMENTS, **limits)
+    return refused.value.message
+
+
+def test_rows_beyond_max_batch_rows_are_refused_before_decoding() -> None:
+    request = {"inputs": [_input("a", "FP32", [9, 1], data=[0.0] * 9)]}
+    assert _limited(request, max_rows=8) == (
+        "input 'a': 9 rows exceed the limit of 8 (--max-batch-rows)"
+    )
+
+
+def test_a_json_bytes_element_beyond_max_element_bytes_is_refused() -> None:
+    request = {"inputs": [_input("s", "BYTES", [2], data=["ok", "x" * 17])]}
+    assert _limited(request, max_element_bytes=16) == (
+        "input 's': a BYTES element of 17 bytes exceeds the limit of 16 (--max-element-bytes)"
+    )
+
+
+def test_a_binary_bytes_element_beyond_max_element_bytes_is_refused() -> None:
+    data = struct.pack("<I", 17) + b"x" * 17
+    request = {"inputs": [_binary_input("s", "BYTES", [1], len(data))]}
+    assert _limited(request, data, max_element_bytes=16) == (
+        "input 's': a BYTES element of 17 bytes exceeds the limit of 16 (--max-element-bytes)"
+    )

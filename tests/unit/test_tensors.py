@@ -254,14 +254,14 @@ def test_raw_length_must_fit_the_shape() -> None:
 def test_raw_bytes_ending_inside_a_length_prefix() -> None:
     raw = _length_prefixed(b"ok") + b"\x03\x00"
     assert _decode_error(_raw_request("BYTES", [2], raw)) == (
-        "input 'x': raw BYTES content ends inside a length prefix"
+        "input 'x': raw content ends inside a BYTES length prefix"
     )
 
 
 def test_raw_bytes_element_running_past_the_end() -> None:
     raw = struct.pack("<I", 5) + b"ab"
     assert _decode_error(_raw_request("BYTES", [1], raw)) == (
-        "input 'x': raw BYTES element runs past the content"
+        "input 'x': a BYTES element runs past the end of the raw content"
     )
 
 
@@ -271,7 +271,7 @@ def test_raw_bytes_with_too_few_elements_for_the_shape(
 ) -> None:
     needs = int(np.prod(shape))
     assert _decode_error(_raw_request("BYTES", shape, _length_prefixed(*items))) == (
-        f"input 'x': raw content has {len(items)} BYTES elements but shape {shape} needs {needs}"
+        f"input 'x': raw content holds {len(items)} BYTES elements but shape {shape} needs {needs}"
     )
 
 

@@ -7,13 +7,12 @@ was raw, as Triton does. Everything here checks only what the request says about
 (`server.core.validation`). BYTES elements stay bytes.
 
 The server's hard limits on what a request claims (elements per input, rows, the length
-of one BYTES element) are checked here, before anything is allocated for it.
+of one BYTES element) are checked here, with the rules every face shares
+(`server.core.limits`), before anything is allocated for it.
 """
 
 from __future__ import annotations
 
-import math
-import struct
 from collections.abc import Mapping
 
 import numpy as np
@@ -23,13 +22,19 @@ from server.core import datatypes
 from server.core.datatypes import DataType
 from server.core.errors import InvalidRequest
 from server.core.inference import InferenceRequest, InferenceResponse, Parameter, Parameters
+from server.core.limits import (
+    MAX_BATCH_ROWS,
+    MAX_ELEMENT_BYTES,
+    element_bytes,
+    element_count,
+    join_bytes,
+    objects,
+    split_bytes,
+    too_long,
+)
 from server.core.tensors import Tensor
 
-_LENGTH = struct.Struct("<I")
-
-# The defaults of --max-batch-rows and --max-element-bytes (server.settings).
-MAX_BATCH_ROWS = 1024
-MAX_ELEMENT_BYTES = 8 * 1024 * 1024
+RAW = "raw content"  # where raw BYTES elements come from, in error messages
 
 # The InferTensorContents field of each datatype (PROTOCOL.md); FP16 and BF16 are raw only.
 CONTENTS_FIELD: dict[str, str] = {
@@ -75,24 +80,7 @@ def decode_request(
                 f"input '{tensor.name}': shape {list(shape)} has a negative dimension",
                 tensor=tensor.name,
             )
-        count = math.prod(shape)
-        if count > max_elements:
-            raise InvalidRequest(
-                f"input '{tensor.name}': {count} elements exceed the limit of {max_elements}",
-                tensor=tensor.name,
-            )
-        if shape and shape[0] > max_rows:
-            raise InvalidRequest(
-                f"input '{tensor.name}': {shape[0]} rows exceed the limit of {max_rows} "
-                "(--max-batch-rows)",
-                tensor=tensor.name,
-            )
-        if not count and math.prod(d for d in shape if d) > max_elements:  # numpy refuses them
-            raise InvalidRequest(
-                f"input '{tensor.name}': shape {list(shape)} has no elements, but its other "
-                f"dimensions exceed the limit of {max_elements}",
-                tensor=tensor.name,
-            )
+        count = element_count(tensor.name, shape, max_elements, max_rows)
         if raw_contents:
             if tensor.HasField("contents"):
                 raise InvalidRequest(
@@ -137,7 +125,7 @@ def _from_raw(
     name: str, datatype: DataType, shape: tuple[int, ...], count: int, raw: bytes, longest: int
 ) -> np.ndarray:
     if datatype.itemsize == 0:
-        return _bytes_from_raw(name, shape, count, raw, longest)
+        return split_bytes(name, RAW, shape, count, raw, longest)
     expected = count * datatype.itemsize
     if len(raw) != expected:
         raise InvalidRequest(
@@ -146,53 +134,6 @@ def _from_raw(
             tensor=name,
         )
     return np.frombuffer(raw, dtype=datatype.numpy).reshape(shape)
-
-
-def _too_long(name: str, length: int, longest: int) -> InvalidRequest:
-    return InvalidRequest(
-        f"input '{name}': a BYTES element of {length} bytes exceeds the limit of {longest} "
-        "(--max-element-bytes)",
-        tensor=name,
-    )
-
-
-def _bytes_from_raw(
-    name: str, shape: tuple[int, ...], count: int, raw: bytes, longest: int
-) -> np.ndarray:
-    """Raw BYTES elements are each a 4-byte little-endian length followed by the bytes.
-
-    The loop stops at the element count the shape declares, so a body cannot make it run
-    longer than the request admits to."""
-    items: list[bytes] = []
-    offset, end = 0, len(raw)
-    while offset < end:
-        if len(items) == count:
-            raise InvalidRequest(
-                f"input '{name}': raw content holds more than the {count} BYTES elements "
-                f"that shape {list(shape)} declares",
-                tensor=name,
-            )
-        if offset + 4 > end:
-            raise InvalidRequest(
-                f"input '{name}': raw BYTES content ends inside a length prefix", tensor=name
-            )
-        (length,) = _LENGTH.unpack_from(raw, offset)
-        if length > longest:
-            raise _too_long(name, length, longest)
-        offset += 4
-        if offset + length > end:
-            raise InvalidRequest(
-                f"input '{name}': raw BYTES element runs past the content", tensor=name
-            )
-        items.append(raw[offset : offset + length])
-        offset += length
-    if len(items) != count:
-        raise InvalidRequest(
-            f"input '{name}': raw content has {len(items)} BYTES elements but shape "
-            f"{list(shape)} needs {count}",
-            tensor=name,
-        )
-    return _objects(items, shape)
 
 
 def _from_typed(
@@ -220,8 +161,8 @@ def _from_typed(
         items = list(values)
         length = max(map(len, items), default=0)
         if length > longest:
-            raise _too_long(name, length, longest)
-        return _objects(items, shape)
+            raise too_long(name, length, longest)
+        return objects(items, shape)
     try:
         return np.array(values, dtype=datatype.numpy).reshape(shape)
     except OverflowError as exc:
@@ -229,12 +170,6 @@ def _from_typed(
             f"input '{name}': a value in contents.{field} does not fit {datatype.name}",
             tensor=name,
         ) from exc
-
-
-def _objects(items: list[bytes], shape: tuple[int, ...]) -> np.ndarray:
-    array = np.empty(len(items), dtype=object)
-    array[:] = items
-    return array.reshape(shape)
 
 
 def encode_response(response: InferenceResponse, raw: bool) -> pb.ModelInferResponse:
@@ -255,20 +190,10 @@ def encode_response(response: InferenceResponse, raw: bool) -> pb.ModelInferResp
     return message
 
 
-def _element_bytes(item: object) -> bytes:
-    """A BYTES element as bytes: ONNX Runtime hands back text as str."""
-    return item.encode("utf-8") if isinstance(item, str) else bytes(item)  # type: ignore[call-overload]
-
-
 def _to_raw(tensor: Tensor) -> bytes:
     if tensor.datatype.itemsize:
         return tensor.data.tobytes()
-    parts = []
-    for item in tensor.data.ravel():
-        encoded = _element_bytes(item)
-        parts.append(_LENGTH.pack(len(encoded)))
-        parts.append(encoded)
-    return b"".join(parts)
+    return join_bytes(tensor.data)
 
 
 def _fill_typed(contents: pb.InferTensorContents, tensor: Tensor) -> None:
@@ -277,4 +202,4 @@ def _fill_typed(contents: pb.InferTensorContents, tensor: Tensor) -> None:
     if tensor.datatype.itemsize:
         values.extend(flat.tolist())
     else:
-        values.extend(_element_bytes(item) for item in flat)
+        values.extend(element_bytes(item) for item in flat)

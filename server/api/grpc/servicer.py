@@ -12,16 +12,12 @@ import numpy as np
 
 from inference import grpc_service_pb2 as pb
 from server.api.grpc import messages, registration
-from server.api.grpc.codec import (
-    MAX_BATCH_ROWS,
-    MAX_ELEMENT_BYTES,
-    decode_request,
-    encode_response,
-)
+from server.api.grpc.codec import decode_request, encode_response
 from server.api.grpc.registration import Malformed
 from server.api.grpc.status import grpc_errors, status_for
 from server.core.dataplane import DataPlane, Running
 from server.core.errors import InvalidRequest
+from server.core.limits import MAX_BATCH_ROWS, MAX_ELEMENT_BYTES
 from server.core.model_config import Deprecation
 
 SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]

@@ -11,18 +11,16 @@ Inputs are views of the request body (`np.frombuffer` on a memoryview slice): no
 
 from __future__ import annotations
 
-import struct
-
 import numpy as np
 
 from server.core.datatypes import DataType
 from server.core.errors import InvalidRequest
+from server.core.limits import join_bytes, split_bytes
 from server.core.tensors import Tensor
 
 HEADER_LENGTH = "inference-header-content-length"
 """The request and response header (gRPC metadata keys are lower case)."""
-
-_LENGTH = struct.Struct("<I")
+SOURCE = "binary data"  # where binary BYTES elements come from, in error messages
 
 
 def split(body: bytes, header_length: str | None) -> tuple[memoryview, memoryview]:
@@ -74,11 +72,17 @@ class BinaryData:
 
 
 def decode(
-    name: str, datatype: DataType, shape: tuple[int, ...], count: int, raw: memoryview
+    name: str,
+    datatype: DataType,
+    shape: tuple[int, ...],
+    count: int,
+    raw: memoryview,
+    longest: int,
 ) -> np.ndarray:
-    """One input's binary data as an array of `shape`."""
+    """One input's binary data as an array of `shape`; BYTES elements of at most
+    `longest` bytes."""
     if datatype.itemsize == 0:
-        return _bytes_elements(name, shape, count, raw)
+        return split_bytes(name, SOURCE, shape, count, raw, longest)
     expected = count * datatype.itemsize
     if len(raw) != expected:
         raise InvalidRequest(
@@ -89,48 +93,8 @@ def decode(
     return np.frombuffer(raw, dtype=datatype.numpy).reshape(shape)
 
 
-def _bytes_elements(name: str, shape: tuple[int, ...], count: int, raw: memoryview) -> np.ndarray:
-    """Length-prefixed BYTES elements. The loop stops at the count the shape declares, so a
-    body cannot make it run longer than the request admits to."""
-    items: list[bytes] = []
-    offset, end = 0, len(raw)
-    while offset < end:
-        if len(items) == count:
-            raise InvalidRequest(
-                f"input '{name}': binary data holds more than the {count} BYTES elements "
-                f"that shape {list(shape)} declares",
-                tensor=name,
-            )
-        if offset + 4 > end:
-            raise InvalidRequest(
-                f"input '{name}': BYTES binary data ends inside a length prefix", tensor=name
-            )
-        (length,) = _LENGTH.unpack_from(raw, offset)
-        offset += 4
-        if offset + length > end:
-            raise InvalidRequest(
-                f"input '{name}': a BYTES element runs past its binary data", tensor=name
-            )
-        items.append(bytes(raw[offset : offset + length]))
-        offset += length
-    if len(items) != count:
-        raise InvalidRequest(
-            f"input '{name}': binary data holds {len(items)} BYTES elements but shape "
-            f"{list(shape)} needs {count}",
-            tensor=name,
-        )
-    array = np.empty(count, dtype=object)
-    array[:] = items
-    return array.reshape(shape)
-
-
 def encode(tensor: Tensor) -> bytes | memoryview:
     """One output's binary data: its little-endian bytes, or length-prefixed BYTES."""
     if tensor.datatype.itemsize:
         return np.ascontiguousarray(tensor.data).data.cast("B")
-    parts = []
-    for item in tensor.data.ravel():
-        encoded = item.encode("utf-8") if isinstance(item, str) else bytes(item)
-        parts.append(_LENGTH.pack(len(encoded)))
-        parts.append(encoded)
-    return b"".join(parts)
+    return join_bytes(tensor.data)

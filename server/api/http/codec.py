@@ -14,7 +14,6 @@ the others pass through to the domain request, as over gRPC.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +24,7 @@ from server.api.http import binary, tensors
 from server.core import datatypes
 from server.core.errors import InvalidRequest
 from server.core.inference import InferenceRequest, InferenceResponse, Parameter, Parameters
+from server.core.limits import MAX_BATCH_ROWS, MAX_ELEMENT_BYTES, element_count
 from server.core.tensors import Tensor
 
 BINARY_SIZE = "binary_data_size"
@@ -64,6 +64,8 @@ def decode_request(
     body: bytes,
     header_length: str | None,
     max_elements: int,
+    max_rows: int = MAX_BATCH_ROWS,
+    max_element_bytes: int = MAX_ELEMENT_BYTES,
 ) -> tuple[InferenceRequest, OutputForm]:
     header, data = binary.split(body, header_length)
     request = parse_object(header, "the inference request")
@@ -79,7 +81,8 @@ def decode_request(
     inputs = request.get("inputs")
     if not isinstance(inputs, list):
         raise InvalidRequest(f"inputs must be a JSON array, not {_kind(inputs)}")
-    decoded = [_input(item, index, raw, max_elements) for index, item in enumerate(inputs)]
+    limits = (max_elements, max_rows, max_element_bytes)
+    decoded = [_input(item, index, raw, *limits) for index, item in enumerate(inputs)]
     raw.finish()
     names, output_parameters, choices = _outputs(request.get("outputs"))
     inference = InferenceRequest(
@@ -106,7 +109,14 @@ def _check_path_fields(request: dict[str, Any], model_name: str, model_version: 
             )
 
 
-def _input(item: Any, index: int, raw: binary.BinaryData, max_elements: int) -> Tensor:
+def _input(
+    item: Any,
+    index: int,
+    raw: binary.BinaryData,
+    max_elements: int,
+    max_rows: int,
+    max_element_bytes: int,
+) -> Tensor:
     if not isinstance(item, dict):
         raise InvalidRequest(f"inputs[{index}] must be a JSON object, not {_kind(item)}")
     name = item.get("name")
@@ -127,11 +137,7 @@ def _input(item: Any, index: int, raw: binary.BinaryData, max_elements: int) -> 
             tensor=name,
         )
     dims = tuple(shape)
-    count = math.prod(dims)
-    if count > max_elements:
-        raise InvalidRequest(
-            f"input '{name}': {count} elements exceed the limit of {max_elements}", tensor=name
-        )
+    count = element_count(name, dims, max_elements, max_rows)
     parameters = _parameters(item.get("parameters"), f"input '{name}' parameters")
     size = parameters.get(BINARY_SIZE)
     if size is None:
@@ -139,7 +145,8 @@ def _input(item: Any, index: int, raw: binary.BinaryData, max_elements: int) -> 
             raise InvalidRequest(
                 f"input '{name}': neither data nor parameters.{BINARY_SIZE}", tensor=name
             )
-        return Tensor(name, datatype, tensors.decode(name, datatype, dims, count, item["data"]))
+        data = tensors.decode(name, datatype, dims, count, item["data"], max_element_bytes)
+        return Tensor(name, datatype, data)
     if "data" in item:
         raise InvalidRequest(
             f"input '{name}': both data and parameters.{BINARY_SIZE}; send one", tensor=name
@@ -149,7 +156,7 @@ def _input(item: Any, index: int, raw: binary.BinaryData, max_elements: int) -> 
             f"input '{name}': parameters.{BINARY_SIZE} must be a non-negative integer",
             tensor=name,
         )
-    data = binary.decode(name, datatype, dims, count, raw.take(name, size))
+    data = binary.decode(name, datatype, dims, count, raw.take(name, size), max_element_bytes)
     return Tensor(name, datatype, data)
 
 

@@ -21,6 +21,7 @@ from server.api.http.reply import Headers, Reply, error_reply, rest_call
 from server.api.http.status import error_body
 from server.core.dataplane import DataPlane
 from server.core.errors import InferenceError, InvalidRequest, ModelNotFound
+from server.core.limits import MAX_BATCH_ROWS, MAX_ELEMENT_BYTES
 from server.core.model_config import Deprecation
 from server.core.models import READY
 
@@ -52,9 +53,15 @@ def _deprecation_headers(deprecation: Deprecation | None) -> Headers:
 
 
 class RestServicer(pb_grpc.HTTPInferenceServiceServicer):
-    def __init__(self, dataplane: DataPlane, max_elements: int) -> None:
+    def __init__(
+        self,
+        dataplane: DataPlane,
+        max_elements: int,
+        max_rows: int = MAX_BATCH_ROWS,
+        max_element_bytes: int = MAX_ELEMENT_BYTES,
+    ) -> None:
         self._dataplane = dataplane
-        self._max_elements = max_elements
+        self._limits = (max_elements, max_rows, max_element_bytes)
 
     @rest_call
     async def ServerLive(self, request: pb.RestServerRequest, context: Any) -> Reply:
@@ -109,7 +116,7 @@ class RestServicer(pb_grpc.HTTPInferenceServiceServicer):
             request.model_version,
             request.body.data,
             _header(context, HEADER_LENGTH),
-            self._max_elements,
+            *self._limits,
         )
         response = await self._dataplane.infer(decoded, context.time_remaining())
         body, header_length = encode_response(response, form)

@@ -16,6 +16,7 @@ import numpy as np
 
 from server.core.datatypes import DataType
 from server.core.errors import InvalidRequest
+from server.core.limits import objects, too_long
 from server.core.tensors import Tensor
 
 # Which numpy kinds np.array() may infer from JSON elements, per datatype kind (integer
@@ -25,13 +26,14 @@ _ELEMENTS = {"b": "booleans", "i": "integers", "u": "integers", "f": "numbers"}
 
 
 def decode(
-    name: str, datatype: DataType, shape: tuple[int, ...], count: int, data: Any
+    name: str, datatype: DataType, shape: tuple[int, ...], count: int, data: Any, longest: int
 ) -> np.ndarray:
-    """One input's JSON `data` as an array of `shape` and the datatype's dtype."""
+    """One input's JSON `data` as an array of `shape` and the datatype's dtype; BYTES
+    elements of at most `longest` bytes."""
     if not isinstance(data, list):
         raise _invalid(name, f"data must be a JSON array, not {type(data).__name__}")
     if datatype.itemsize == 0:
-        return _bytes(name, shape, count, data)
+        return _bytes(name, shape, count, data, longest)
     try:
         array = np.array(data)
     except (ValueError, OverflowError) as exc:
@@ -73,7 +75,9 @@ def _integers(name: str, datatype: DataType, data: list[Any], array: np.ndarray)
     return exact
 
 
-def _bytes(name: str, shape: tuple[int, ...], count: int, data: list[Any]) -> np.ndarray:
+def _bytes(
+    name: str, shape: tuple[int, ...], count: int, data: list[Any], longest: int
+) -> np.ndarray:
     """BYTES elements: strings only (np.array would turn numbers into strings too)."""
     items: list[bytes] = []
     stack = [iter(data)]  # row-major order through any nesting
@@ -84,16 +88,17 @@ def _bytes(name: str, shape: tuple[int, ...], count: int, data: list[Any]) -> np
                 break
             if not isinstance(element, str):
                 raise _invalid(name, "BYTES data must hold strings")
-            items.append(element.encode("utf-8"))
+            item = element.encode("utf-8")
+            if len(item) > longest:
+                raise too_long(name, len(item), longest)
+            items.append(item)
         else:
             stack.pop()
     if len(items) != count:
         raise _invalid(
             name, f"data has {len(items)} elements but shape {list(shape)} needs {count}"
         )
-    array = np.empty(count, dtype=object)
-    array[:] = items
-    return array.reshape(shape)
+    return objects(items, shape)
 
 
 def encode(tensor: Tensor) -> np.ndarray | list[str]:
