@@ -89,8 +89,11 @@ web: $(WEB)/dist/index.html
 # the server flags $(2) and then SERVER_ARGS; $(3) are gateway flags.
 # Ctrl-C stops all. When any one exits, the others are stopped too, and make exits with
 # the first one's status: a server that cannot bind never leaves a gateway answering 503.
+# Ctrl-C reaches every process of the terminal's group by itself: signalling them again
+# would be the second signal, which cuts their graceful shutdown short. SIGTERM (to make
+# alone, as a supervisor sends it) is passed on once.
 define serve
-	@trap 'stopped=1; kill $$pids 2>/dev/null' INT TERM; pids=; upstreams=; \
+	@trap 'stopped=1' INT; trap 'stopped=1; kill $$pids 2>/dev/null' TERM; pids=; upstreams=; \
 	for i in $$(seq 0 $$(($(1) - 1))); do \
 		port=$$(($(GRPC_PORT) + 10 * i)); upstreams="$$upstreams --upstream $(HOST):$$port"; \
 		$(PY) -m server --model-repository models --host $(HOST) --grpc-port $$port \
@@ -98,7 +101,7 @@ define serve
 	done; \
 	$(PY) -m gateway run --listen-host $(HOST) --listen-port $(HTTP_PORT) --admin-port $(ADMIN_PORT) $$upstreams $(3) $(WEB_STATIC) & pids="$$pids $$!"; \
 	wait -n $$pids; status=$$?; \
-	kill $$pids 2>/dev/null; wait; [ -n "$$stopped" ] && exit 0; exit $$status
+	[ -n "$$stopped" ] || kill $$pids 2>/dev/null; wait; [ -n "$$stopped" ] && exit 0; exit $$status
 endef
 
 # gRPC on $(GRPC_PORT), REST and gRPC-web on $(HTTP_PORT), the demo page at /web/, metrics
