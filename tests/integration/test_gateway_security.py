@@ -22,7 +22,8 @@ import numpy as np
 import pytest
 import tritonclient.grpc as triton
 from processes import start_server
-from security_material import KeysFile, Pki
+from security_material import KeysFile, Pki, Signers
+from test_security_auth import bad_credentials
 from traffic import wait_until
 from tritonclient.grpc import service_pb2
 
@@ -41,6 +42,7 @@ class Edge:
     pki: Pki
     keys: dict[str, str]
     listener: ListenerTls
+    signers: Signers
 
     def client(self) -> httpx.Client:
         trust = ssl.create_default_context(cafile=self.pki.ca_file)
@@ -61,13 +63,16 @@ def edge(
     for face in ("rest", "web"):  # one token, then 100 s to the next
         keys.add(f"slow-{face}", ["*"], rate=0.01, burst=1)
     pki = Pki(root)
+    signers = Signers(root)
     (root / "listener").mkdir()
     listener = ListenerTls(root / "listener" / "gateway.pem", root / "listener" / "gateway.key")
     _issue(pki, listener)
     envoy_cert = pki.client("envoy")
     built = build(root / "build")
     with (
-        start_server(root / "models", *pki.flags(), "--api-keys-file", str(keys.path)) as server,
+        start_server(
+            root / "models", *pki.flags(), *signers.flags(), "--api-keys-file", str(keys.path)
+        ) as server,
         start_gateway(
             server.grpc_port,
             build_dir=built.descriptor_path.parent,
@@ -76,7 +81,7 @@ def edge(
             upstream_tls=UpstreamTls(pki.ca_file, *envoy_cert),
         ) as gateway,
     ):
-        yield Edge(gateway, pki, keys.keys, listener)
+        yield Edge(gateway, pki, keys.keys, listener, signers)
 
 
 def _issue(pki: Pki, listener: ListenerTls) -> bytes:
@@ -131,6 +136,26 @@ def test_rest_over_https_refuses_and_admits_as_v2_rest(edge: Edge) -> None:
         assert denied.status_code == 403
         assert denied.json() == {"error": "API key 'reader' may not use model 'b'"}
         assert "grpc-status" not in denied.headers
+
+
+def test_every_bad_credential_is_refused_on_rest_and_grpc_web(edge: Edge) -> None:
+    """Missing, malformed, unknown, expired, not yet valid, wrongly signed, wrong audience
+    and wrong issuer (HS256, RS256 and ES256): 401 with a V2 error on REST, UNAUTHENTICATED
+    on gRPC-web; a valid token of each algorithm is admitted on both."""
+    with edge.client() as client:
+        for case, metadata in bad_credentials(edge.signers).items():
+            headers = dict(metadata)
+            rest = client.post("/v2/models/a/infer", json=BODY, headers=headers)
+            assert rest.status_code == 401, (case, rest.text)
+            assert rest.json()["error"], case
+            web = grpc_web.call(client, INFER, _infer_message("a"), headers)
+            assert web.status == UNAUTHENTICATED, (case, web.message)
+        for algorithm in ("HS256", "RS256", "ES256"):
+            headers = {"authorization": f"Bearer {edge.signers.token(algorithm)}"}
+            rest = client.post("/v2/models/a/infer", json=BODY, headers=headers)
+            assert rest.status_code == 200, (algorithm, rest.text)
+            web = grpc_web.call(client, INFER, _infer_message("a"), headers)
+            assert web.status == 0, (algorithm, web.message)
 
 
 def test_a_rate_limited_rest_call_is_429_with_retry_after(edge: Edge) -> None:
