@@ -201,13 +201,23 @@ def paths() -> dict[str, dict[str, Operation]]:
             )
         },
     }  # fmt: skip
-    for path, suffix in _model_paths(""):
-        found[path] = {
-            "get": _operation(
-                f"ModelMetadata{suffix}", "Model metadata", path,
-                _responses(ref("ModelMetadataResponse"), "400", "404", "503"),
-            )
-        }  # fmt: skip
+    # The model-level GETs that answer a message or an error: (path tail, operation id,
+    # the id's suffix on the unversioned path, summary, reply schema). ModelStatistics
+    # alone needs one there, since the bare name is the service-wide operation's.
+    reads = (
+        ("", "ModelMetadata", "", "Model metadata", "ModelMetadataResponse"),
+        ("/config", "ModelConfig", "", "Model configuration (Triton's JSON)", "ModelConfig"),
+        ("/stats", "ModelStatistics", "Model", "Statistics of a model or version",
+         "ModelStatisticsResponse"),
+    )  # fmt: skip
+    for tail, name, unversioned, summary, schema in reads:
+        for path, suffix in _model_paths(tail):
+            found[path] = {
+                "get": _operation(
+                    name + (suffix or unversioned), summary, path,
+                    _responses(ref(schema), "400", "404", "503"),
+                )
+            }  # fmt: skip
     for path, suffix in _model_paths("/ready"):
         found[path] = {
             "get": _operation(
@@ -217,20 +227,6 @@ def paths() -> dict[str, dict[str, Operation]]:
                 _readiness("Ready", "ModelReadyResponse", ("400", "404")),
             )
         }
-    for path, suffix in _model_paths("/config"):
-        found[path] = {
-            "get": _operation(
-                f"ModelConfig{suffix}", "Model configuration (Triton's JSON)", path,
-                _responses(ref("ModelConfig"), "400", "404", "503"),
-            )
-        }  # fmt: skip
-    for path, suffix in _model_paths("/stats"):
-        found[path] = {
-            "get": _operation(
-                f"ModelStatistics{suffix or 'Model'}", "Statistics of a model or version", path,
-                _responses(ref("ModelStatisticsResponse"), "400", "404", "503"),
-            )
-        }  # fmt: skip
     for path, suffix in _model_paths("/infer"):
         found[path] = {"post": _infer(path, f"ModelInfer{suffix}")}
     return dict(sorted(found.items()))

@@ -31,19 +31,18 @@ import contextlib
 import csv
 import json
 import os
-import queue
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 from collections.abc import Iterator
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+
+from loadtests import launch
 
 ROOT = Path(__file__).resolve().parents[1]
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -114,43 +113,10 @@ class SpanSink:
 
 
 @contextlib.contextmanager
-def server(*args: str) -> Iterator[Running]:
-    command = [
-        sys.executable,
-        *("-m", "server", "--model-repository", "models", "--host", "127.0.0.1"),
-        *("--grpc-port", "0", "--metrics-port", "0", "--load-model", "digits", *args),
-    ]
-    process = subprocess.Popen(
-        command,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    found: queue.Queue[int | None] = queue.Queue()
-
-    def pump() -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            if '"event": "listening"' in line:
-                found.put(int(json.loads(line)["grpc_port"]))
-        found.put(None)
-
-    threading.Thread(target=pump, daemon=True).start()
-    try:
-        port = found.get(timeout=120)
-        if port is None:
-            raise RuntimeError(f"server did not start: {' '.join(command)}")
-        yield Running(port, process.pid)
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+def server(*flags: str) -> Iterator[Running]:
+    """The server on digits alone, with `flags`."""
+    with launch.real_server(1, "models", "--load-model", "digits", *flags) as started:
+        yield Running(started.port, started.pid)
 
 
 def measure(port: int, concurrency: int, window_ms: int) -> tuple[float, float]:
