@@ -17,6 +17,7 @@ ENSEMBLE = "ensemble"  # a pipeline of steps and models, as Triton names its ens
 PLATFORMS = (PLATFORM, ENSEMBLE)
 EXECUTION_MODES = ("thread", "inline")
 STEP_KINDS = ("step", "model", "python")  # a built-in step, a model, a user's Python class
+PADDING_BUCKET = 16  # the default Padding.bucket
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,10 +47,25 @@ class WarmupInput:
 
 
 @dataclass(frozen=True, slots=True)
+class Padding:
+    """Sequences of different lengths share a batch, padded to its longest along axis 1.
+
+    Without it only requests of equal shapes batch, and a model fed by clients that pad to
+    their own text's length runs one request at a time. `bucket` keeps a batch's lengths
+    close: lengths that round up to the same multiple of it share a batch, so that a short
+    text does not pay for a long one's compute."""
+
+    inputs: Mapping[str, float]  # padded input -> its pad value (0 for ids and masks)
+    outputs: tuple[str, ...]  # cut back to each request's own length on axis 1
+    bucket: int = PADDING_BUCKET
+
+
+@dataclass(frozen=True, slots=True)
 class BatchingConfig:
     max_queue_delay_us: int = 0
     preferred_batch_sizes: tuple[int, ...] = ()
     max_queue_size: int = 1024
+    padding: Padding | None = None
 
 
 @dataclass(frozen=True, slots=True)

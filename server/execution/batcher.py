@@ -1,7 +1,10 @@
 """Dynamic batching: one `Batcher` per loaded model version.
 
 Requests whose non-batch dimensions match are concatenated on axis 0, executed in one
-`run`, and the outputs are split back to their requests as views.
+`run`, and the outputs are split back to their requests as views. With `padding`
+(sequence models), requests whose lengths on axis 1 fall in the same bucket share a batch:
+their padded inputs are filled out to the batch's longest, and the padded outputs are cut
+back to each request's own length.
 
 Policy: whenever an execution slot is free and the queue holds requests, a batch leaves
 at the end of the current event-loop iteration (so the requests that arrived together
@@ -39,7 +42,7 @@ import numpy as np
 
 from server.core.errors import InvalidRequest, ModelUnavailable, QueueFull, RequestExpired
 from server.core.inference import Plan
-from server.core.model_config import BatchingConfig
+from server.core.model_config import BatchingConfig, Padding
 from server.core.models import Outputs
 from server.core.observers import BatchObserver
 from server.core.statistics import BatcherStatistics, ModelStats
@@ -61,6 +64,7 @@ class _Pending:
     enqueued: float  # on the loop's clock, for decisions
     deadline: float | None
     arrived_ns: int  # perf_counter_ns, for the queue statistics
+    length: int = 0  # its padded inputs' length on axis 1, when the model pads
     dispatched_ns: int = 0  # when its (last) batch left the queue
     solo: bool = False  # retried alone after its batch failed
     trace: object | None = None  # the observer's token for the caller's trace
@@ -114,6 +118,10 @@ class Batcher:
         self._max_delay = config.max_queue_delay_us / 1e6
         self._preferred = frozenset(config.preferred_batch_sizes)
         self._max_queue_size = config.max_queue_size
+        padding = config.padding or Padding({}, ())
+        self._pad_values = dict(padding.inputs)
+        self._pad_outputs = frozenset(padding.outputs)
+        self._bucket = padding.bucket
         self._slots = instances
         self._free = instances
         self._stats = stats
@@ -164,12 +172,17 @@ class Batcher:
             and self._free == self._slots
             and not self._queue
             and self._observer is None
+            and not self._pad_values
             and (deadline is None or deadline > loop.time())
         ):
             self._run_alone(plan, future)  # the batch of one that the queue would form
             return future
         feeds = plan.feeds
-        key = (plan.outputs, tuple((name, array.shape[1:]) for name, array in feeds.items()))
+        if self._pad_values:
+            key, length = self._padded_key(plan)
+        else:
+            key = (plan.outputs, tuple((name, array.shape[1:]) for name, array in feeds.items()))
+            length = 0
         self._queue.append(
             _Pending(
                 future,
@@ -180,6 +193,7 @@ class Batcher:
                 self._now(),
                 deadline,
                 time.perf_counter_ns(),
+                length,
                 trace=None if self._observer is None else self._observer.capture(),
             )
         )
@@ -190,6 +204,25 @@ class Batcher:
             self._scheduled = True
             loop.call_soon(self._dispatch)
         return future
+
+    def _padded_key(self, plan: Plan) -> tuple[object, int]:
+        """The batch key of a padding model's request, with its padded length bucketed."""
+        lengths = {
+            name: array.shape[1] for name, array in plan.feeds.items() if name in self._pad_values
+        }
+        if len(set(lengths.values())) > 1:
+            raise InvalidRequest(
+                f"the padded inputs of model '{self._model}' must have one length on axis 1 "
+                f"(dynamic_batching.padding), got {lengths}",
+                model=self._model,
+            )
+        length = next(iter(lengths.values()), 0)
+        bucket = -(-length // self._bucket)
+        shapes = tuple(
+            (name, (bucket, *array.shape[2:]) if name in lengths else array.shape[1:])
+            for name, array in plan.feeds.items()
+        )
+        return (plan.outputs, shapes), length
 
     def _run_alone(self, plan: Plan, future: asyncio.Future[Outputs]) -> None:
         """An idle inline model runs a lone unary request with no queue entry, timer or
@@ -305,6 +338,8 @@ class Batcher:
             pending.dispatched_ns = start_ns
         if len(batch) == 1:
             feeds = batch[0].feeds
+        elif _uneven(batch):
+            feeds = self._padded_feeds(batch)
         else:
             feeds = {
                 name: np.concatenate([p.feeds[name] for p in batch]) for name in batch[0].feeds
@@ -324,6 +359,25 @@ class Batcher:
             self._executor, _timed_run, self._runner, feeds, batch[0].outputs
         )
         future.add_done_callback(lambda done: self._completed(batch, input_ns, done))
+
+    def _padded_feeds(self, batch: list[_Pending]) -> dict[str, np.ndarray]:
+        """The batch's inputs, the padded ones filled out to the longest request's length."""
+        longest = max(p.length for p in batch)
+        rows = sum(p.rows for p in batch)
+        feeds = {}
+        for name, first in batch[0].feeds.items():
+            if name not in self._pad_values:
+                feeds[name] = np.concatenate([p.feeds[name] for p in batch])
+                continue
+            joined = np.full(
+                (rows, longest, *first.shape[2:]), self._pad_values[name], dtype=first.dtype
+            )
+            offset = 0
+            for pending in batch:
+                joined[offset : offset + pending.rows, : pending.length] = pending.feeds[name]
+                offset += pending.rows
+            feeds[name] = joined
+        return feeds
 
     def _completed(
         self, batch: list[_Pending], input_ns: int, done: asyncio.Future[tuple[Outputs, int]]
@@ -379,11 +433,17 @@ class Batcher:
             if not batch[0].future.done():
                 batch[0].future.set_result(results)
         else:
+            cut = [_uneven(batch) and name in self._pad_outputs for name in batch[0].outputs]
             offset = 0
             for pending in batch:
                 end = offset + pending.rows
                 if not pending.future.done():
-                    pending.future.set_result([r[offset:end] for r in results])
+                    pending.future.set_result(
+                        [
+                            r[offset:end, : pending.length] if trim else r[offset:end]
+                            for r, trim in zip(results, cut, strict=True)
+                        ]
+                    )
                 offset = end
         output_ns = time.perf_counter_ns() - start_ns
         rows = sum(p.rows for p in batch) or 1
@@ -397,3 +457,9 @@ def _timed_run(
     start = time.perf_counter_ns()
     results = runner.run(feeds, outputs)
     return results, time.perf_counter_ns() - start
+
+
+def _uneven(batch: list[_Pending]) -> bool:
+    """Whether the batch's requests differ in padded length (and so were padded)."""
+    first = batch[0].length
+    return any(p.length != first for p in batch)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from server.core.errors import InferenceError, RepositoryError
 from server.core.inference import InferenceRequest, Plan
-from server.core.model_config import ModelConfig
+from server.core.model_config import ModelConfig, Padding
 from server.core.models import Outputs
 from server.core.observers import BatchObserver
 from server.core.statistics import BatcherStatistics, ModelStats
@@ -41,6 +41,8 @@ class BatchedVersion:
     _classification: Classification = field(init=False)
 
     def __post_init__(self) -> None:
+        if self.config.batching.padding is not None:
+            _check_padding(self.name, self.runtime.signature, self.config.batching.padding)
         self._validator = Validator(self.name, self.runtime.signature)
         self._classification = Classification(
             self.name, self.runtime.signature, self.config.class_labels
@@ -87,6 +89,31 @@ class BatchedVersion:
         except asyncio.CancelledError:
             self.runtime.terminate()
             raise
+
+
+def _check_padding(model: str, signature: Signature, padding: Padding) -> None:
+    """Padding works on axis 1 of batched tensors: each named one must have it, dynamic."""
+    where = f"model '{model}' dynamic_batching.padding"
+    if signature.max_batch_size == 0:
+        raise RepositoryError(f"{where}: the model does not batch (max_batch_size 0)")
+    for kind, names, specs in (
+        ("input", padding.inputs, signature.inputs),
+        ("output", padding.outputs, signature.outputs),
+    ):
+        by_name = {spec.name: spec for spec in specs}
+        for name in names:
+            spec = by_name.get(name)
+            if spec is None:
+                raise RepositoryError(
+                    f"{where}: no {kind} '{name}'; the {kind}s are {sorted(by_name)}"
+                )
+            if not spec.dims or spec.dims[0] != -1:
+                raise RepositoryError(
+                    f"{where}: {kind} '{name}' has no variable length after the batch "
+                    f"dimension (dims {list(spec.dims)})"
+                )
+            if kind == "input" and spec.datatype.name == "BYTES":
+                raise RepositoryError(f"{where}: input '{name}' is BYTES; only numbers pad")
 
 
 class OnnxVersions:

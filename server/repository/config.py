@@ -15,6 +15,10 @@ Unknown keys are an error, so that a typo never silently changes behaviour.
       max_queue_delay_us: 0     # how long a partial batch may wait for more
       preferred_batch_sizes: []
       max_queue_size: 1024      # beyond it: RESOURCE_EXHAUSTED; 0: unbounded
+      padding:                  # sequences of different lengths share a batch (axis 1)
+        inputs: {input_ids: 0, attention_mask: 0}   # padded to the batch's longest, with this value
+        outputs: [last_hidden_state]                # cut back to each request's own length
+        bucket: 16              # lengths rounding up to the same multiple of it share a batch
     warmup:                     # only for inputs whose default (zeros, dynamic dims 1) fails
       - {name: sr, shape: [], value: 16000}   # shape includes the batch dimension
     labels: {stable: 1, canary: 2}            # names a request may send as model_version
@@ -54,12 +58,14 @@ from server.core.errors import RepositoryError
 from server.core.model_config import (
     ENSEMBLE,
     EXECUTION_MODES,
+    PADDING_BUCKET,
     PLATFORM,
     PLATFORMS,
     STEP_KINDS,
     BatchingConfig,
     Deprecation,
     ModelConfig,
+    Padding,
     PayloadLogging,
     StepConfig,
     VersionPolicy,
@@ -320,7 +326,9 @@ def _version_policy(raw: Any) -> VersionPolicy:
 
 def _batching(raw: Any) -> BatchingConfig:
     _check_keys(
-        "dynamic_batching", raw, {"max_queue_delay_us", "preferred_batch_sizes", "max_queue_size"}
+        "dynamic_batching",
+        raw,
+        {"max_queue_delay_us", "preferred_batch_sizes", "max_queue_size", "padding"},
     )
     preferred = _integers(
         "dynamic_batching.preferred_batch_sizes", raw.get("preferred_batch_sizes", [])
@@ -336,7 +344,29 @@ def _batching(raw: Any) -> BatchingConfig:
         ),
         preferred_batch_sizes=tuple(sorted(preferred)),
         max_queue_size=max_queue_size,
+        padding=None if raw.get("padding") is None else _padding(raw["padding"]),
     )
+
+
+def _padding(raw: Any) -> Padding:
+    where = "dynamic_batching.padding"
+    _check_keys(where, raw, {"inputs", "outputs", "bucket"})
+    _require(where, raw, "inputs")
+    inputs = raw["inputs"]
+    if not isinstance(inputs, dict) or not inputs:
+        raise ValueError(f"{where}.inputs must map each padded input to its pad value")
+    values = {}
+    for name, value in inputs.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"{where}.inputs.{name} must be a number, got {value!r}")
+        values[str(name)] = float(value)
+    outputs = raw.get("outputs", [])
+    if not isinstance(outputs, list) or not all(isinstance(o, str) for o in outputs):
+        raise ValueError(f"{where}.outputs must be a list of output names, got {outputs!r}")
+    bucket = _non_negative(f"{where}.bucket", raw.get("bucket", PADDING_BUCKET))
+    if bucket < 1:
+        raise ValueError(f"{where}.bucket must be at least 1")
+    return Padding(values, tuple(outputs), bucket)
 
 
 def _warmup(raw: Any) -> tuple[WarmupInput, ...]:

@@ -27,6 +27,7 @@ import pytest_asyncio
 
 from server.core import datatypes
 from server.core.errors import (
+    InvalidRequest,
     ModelUnavailable,
     QueueFull,
     RequestExpired,
@@ -34,7 +35,7 @@ from server.core.errors import (
     ShuttingDown,
 )
 from server.core.inference import Plan
-from server.core.model_config import BatchingConfig
+from server.core.model_config import BatchingConfig, Padding
 from server.core.statistics import BatcherStatistics, ModelStats
 from server.execution.batcher import Batcher, batch_cut
 
@@ -113,6 +114,7 @@ class Make(Protocol):
         queue: int = ...,
         instances: int = ...,
         inline: bool = ...,
+        padding: Padding | None = ...,
     ) -> Batcher: ...
 
 
@@ -135,9 +137,13 @@ async def make(stats: ModelStats) -> AsyncIterator[Make]:
         queue: int = 1024,
         instances: int = 1,
         inline: bool = False,
+        padding: Padding | None = None,
     ) -> Batcher:
         config = BatchingConfig(
-            max_queue_delay_us=delay_us, preferred_batch_sizes=preferred, max_queue_size=queue
+            max_queue_delay_us=delay_us,
+            preferred_batch_sizes=preferred,
+            max_queue_size=queue,
+            padding=padding,
         )
         batcher = Batcher(MODEL, runner, max_batch_size, config, instances, stats, inline=inline)
         made.append((batcher, runner))
@@ -364,6 +370,75 @@ async def test_requests_with_different_shapes_or_outputs_are_not_mixed(make: Mak
     for x, outputs in zip([narrow_a, wide_a, narrow_b, wide_b], answers[1:5], strict=True):
         assert_own(x, outputs)
     assert_own(both, answers[5], ("y", "z"))
+
+
+# Padding: x's axis 1 stands for a sequence; y is cut back to each request's length, z is not.
+PAD_X = Padding({"x": -1.0}, ("y",), bucket=4)
+
+
+async def test_padding_lets_lengths_in_one_bucket_share_a_batch_and_cuts_outputs_back(
+    make: Make,
+) -> None:
+    runner = FakeRunner(gated=True)
+    batcher = make(runner, padding=PAD_X)
+    first = submit(batcher, x_of(0))
+    await runner.started()
+    xs = [x_of(1, width=2), x_of(2, rows=2, width=4), x_of(3, width=3)]
+    futures = [submit(batcher, x, outputs=("y", "z")) for x in xs]
+    await queued(batcher, 3)
+    runner.open()
+    answers = await results(first, *futures)
+    assert [call["x"].shape for call in runner.calls] == [(1, 3), (4, 4)]
+    padded = runner.calls[1]["x"]
+    np.testing.assert_array_equal(padded[0], [100, 101, -1, -1])
+    np.testing.assert_array_equal(padded[1:3], xs[1])
+    np.testing.assert_array_equal(padded[3], [300, 301, 302, -1])
+    for x, (y, z) in zip(xs, answers[1:], strict=True):
+        np.testing.assert_array_equal(y, x * 2 + 1)  # cut back to its own length
+        assert z.shape == (len(x), 4)  # not listed in `outputs`: the batch's length
+        np.testing.assert_array_equal(z[:, : x.shape[1]], -x)
+
+
+async def test_padding_keeps_lengths_in_different_buckets_apart(make: Make) -> None:
+    runner = FakeRunner(gated=True)
+    batcher = make(runner, padding=PAD_X)
+    first = submit(batcher, x_of(0))
+    await runner.started()
+    xs = [x_of(1, width=4), x_of(2, width=5), x_of(3, width=1), x_of(4, width=8)]
+    futures = [submit(batcher, x) for x in xs]
+    await queued(batcher, 4)
+    runner.open()
+    answers = await results(first, *futures)
+    # Buckets of 4: lengths 1-4 share one batch, 5-8 another.
+    assert [call["x"].shape for call in runner.calls] == [(1, 3), (2, 4), (2, 8)]
+    for x, outputs in zip(xs, answers[1:], strict=True):
+        assert_own(x, outputs)
+
+
+async def test_padding_leaves_a_batch_of_equal_lengths_as_it_is(make: Make) -> None:
+    runner = FakeRunner(gated=True)
+    batcher = make(runner, padding=PAD_X)
+    first = submit(batcher, x_of(0))
+    await runner.started()
+    xs = [x_of(1, width=2), x_of(2, width=2)]
+    futures = [submit(batcher, x) for x in xs]
+    await queued(batcher, 2)
+    runner.open()
+    answers = await results(first, *futures)
+    np.testing.assert_array_equal(runner.calls[1]["x"], np.concatenate(xs))
+    for x, outputs in zip(xs, answers[1:], strict=True):
+        assert_own(x, outputs)
+
+
+async def test_padded_inputs_of_one_request_must_share_their_length(make: Make) -> None:
+    batcher = make(FakeRunner(), padding=Padding({"x": 0.0, "m": 0.0}, ()))
+    plan = Plan({"x": x_of(1, width=3), "m": np.zeros((1, 2), np.int64)}, ("y",), (FP32,), 1)
+    with pytest.raises(InvalidRequest) as refused:
+        batcher.enqueue(plan)
+    assert refused.value.message == (
+        "the padded inputs of model 'm' must have one length on axis 1 "
+        "(dynamic_batching.padding), got {'x': 3, 'm': 2}"
+    )
 
 
 async def test_instances_run_batches_concurrently(make: Make) -> None:

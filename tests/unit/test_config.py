@@ -13,6 +13,7 @@ from server.core.model_config import (
     BatchingConfig,
     Deprecation,
     ModelConfig,
+    Padding,
     VersionPolicy,
     WarmupInput,
 )
@@ -65,6 +66,7 @@ dynamic_batching:
   max_queue_delay_us: 500
   preferred_batch_sizes: [16, 4]
   max_queue_size: 64
+  padding: {inputs: {m: 0}, outputs: [y], bucket: 8}
 warmup:
   - {name: sr, shape: [], value: 16000}
   - {name: x}
@@ -83,7 +85,10 @@ deprecated:
         intra_op_threads=2,
         inter_op_threads=1,
         batching=BatchingConfig(
-            max_queue_delay_us=500, preferred_batch_sizes=(4, 16), max_queue_size=64
+            max_queue_delay_us=500,
+            preferred_batch_sizes=(4, 16),
+            max_queue_size=64,
+            padding=Padding({"m": 0.0}, ("y",), 8),
         ),
         warmup=(WarmupInput("sr", (), 16000.0), WarmupInput("x", None, 0.0)),
         execution="thread",
@@ -154,7 +159,7 @@ def test_version_policy_selects(
         pytest.param(
             "dynamic_batching: {max_delay_us: 5}\n",
             "unknown key(s) in dynamic_batching: ['max_delay_us']; allowed: "
-            "['max_queue_delay_us', 'max_queue_size', 'preferred_batch_sizes']",
+            "['max_queue_delay_us', 'max_queue_size', 'padding', 'preferred_batch_sizes']",
             id="unknown batching key",
         ),
         pytest.param(
@@ -252,6 +257,36 @@ def test_version_policy_selects(
             "dynamic_batching: {max_queue_size: -1}\n",
             "dynamic_batching.max_queue_size must be a non-negative integer, got -1",
             id="negative queue",
+        ),
+        pytest.param(
+            "dynamic_batching: {padding: {outputs: [y]}}\n",
+            "every entry of dynamic_batching.padding needs 'inputs'; got {'outputs': ['y']}",
+            id="padding without inputs",
+        ),
+        pytest.param(
+            "dynamic_batching: {padding: {inputs: [ids]}}\n",
+            "dynamic_batching.padding.inputs must map each padded input to its pad value",
+            id="padding inputs a list",
+        ),
+        pytest.param(
+            "dynamic_batching: {padding: {inputs: {ids: pad}}}\n",
+            "dynamic_batching.padding.inputs.ids must be a number, got 'pad'",
+            id="padding value not a number",
+        ),
+        pytest.param(
+            "dynamic_batching: {padding: {inputs: {ids: 0}, outputs: y}}\n",
+            "dynamic_batching.padding.outputs must be a list of output names, got 'y'",
+            id="padding outputs not a list",
+        ),
+        pytest.param(
+            "dynamic_batching: {padding: {inputs: {ids: 0}, bucket: 0}}\n",
+            "dynamic_batching.padding.bucket must be at least 1",
+            id="padding bucket zero",
+        ),
+        pytest.param(
+            "dynamic_batching: {padding: {inputs: {ids: 0}, bucket: '8'}}\n",
+            "dynamic_batching.padding.bucket must be an integer, got '8'",
+            id="padding bucket a string",
         ),
         pytest.param("warmup: {name: x}\n", "warmup must be a list", id="warmup not a list"),
         pytest.param(
