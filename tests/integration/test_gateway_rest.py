@@ -1,5 +1,6 @@
 """V2 REST through the gateway with the clients that speak it: tritonclient.http, with
-binary tensor data and without, and perf_analyzer -i http; answers equal to gRPC's.
+binary tensor data and without, and perf_analyzer -i http; answers equal to gRPC's, for
+every default model and pipeline and for Triton's classification extension.
 
 A real Envoy in front of a real server: the default repository (every default model), and
 a small repository of identity models (every datatype), versions and a model to unload.
@@ -21,6 +22,7 @@ import tritonclient.http as httpclient
 from onnx import TensorProto, helper
 from processes import ROOT, ServerProcess, start_server
 from sklearn.datasets import load_digits
+from test_pipelines import GUITAR, PARAPHRASE, UNRELATED, _digit_png, _encoded, _text_line, _texts
 from tokenizers import Tokenizer
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
@@ -146,12 +148,14 @@ def rest_infer(
     outputs: list[str] | None = None,
     version: str = "",
     request_id: str = "",
+    binary_inputs: frozenset[str] = frozenset(),
 ) -> tuple[Arrays, dict[str, Any]]:
-    """Infer over V2 REST; with `binary` False, every tensor is JSON both ways."""
+    """Infer over V2 REST; with `binary` False, every tensor is JSON both ways, except the
+    inputs named in `binary_inputs` (which JSON cannot carry: images)."""
     tensors = []
     for name, array in inputs.items():
         tensor = httpclient.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
-        tensor.set_data_from_numpy(array, binary_data=binary)
+        tensor.set_data_from_numpy(array, binary_data=binary or name in binary_inputs)
         tensors.append(tensor)
     if outputs is None and not binary:  # without outputs, tritonclient asks for binary ones
         outputs = [o["name"] for o in client.get_model_metadata(model, version)["outputs"]]
@@ -313,6 +317,111 @@ def test_inference_error(rest: httpclient.InferenceServerClient) -> None:
         rest_infer(rest, "digits", {"input": np.zeros((1, 63), np.float32)}, binary=True)
     assert error.value.status() == "400"
     assert "shape [1, 63] does not match the model's [-1, 64]" in error.value.message()
+
+
+# --- classification and the default pipelines ---------------------------------------------
+
+
+def _classes(array: np.ndarray) -> list[list[str]]:
+    """Classification strings as text (tritonclient.http hands JSON strings back as str,
+    binary ones as bytes)."""
+    return [[v.decode() if isinstance(v, bytes) else v for v in row] for row in array]
+
+
+def _digit_images(rows: int) -> np.ndarray:
+    return np.array([_digit_png(row) for row in load_digits().data[:rows]], dtype=object)
+
+
+CLASSIFIED = {
+    "digits": lambda: {"input": load_digits().data[:4].astype(np.float32)},
+    "digit_from_png": lambda: {"image": _digit_images(4)},
+}
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+@pytest.mark.parametrize("model", sorted(CLASSIFIED))
+def test_classification_equals_grpc(
+    rest: httpclient.InferenceServerClient,
+    default_client: grpcclient.InferenceServerClient,
+    model: str,
+    binary: bool,
+) -> None:
+    """Triton's classification extension: `classification: 3` on probabilities gives
+    "score:index:label" strings, the same over REST (binary or JSON) as over gRPC."""
+    inputs = CLASSIFIED[model]()
+    tensors = []
+    for name, array in inputs.items():
+        tensor = httpclient.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
+        # A PNG is not UTF-8 text, which JSON would need: images go as binary data.
+        tensor.set_data_from_numpy(array, binary_data=binary or model == "digit_from_png")
+        tensors.append(tensor)
+    requested = [
+        httpclient.InferRequestedOutput("probabilities", binary_data=binary, class_count=3),
+        httpclient.InferRequestedOutput("label", binary_data=binary),
+    ]
+    result = rest.infer(model, tensors, outputs=requested)
+    [classified, _] = result.get_response()["outputs"]
+    assert (classified["datatype"], classified["shape"]) == ("BYTES", [4, 3])
+    assert ("data" in classified) is not binary
+    over_rest = _classes(result.as_numpy("probabilities"))
+
+    grpc_tensors = []
+    for name, array in inputs.items():
+        tensor = grpcclient.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
+        tensor.set_data_from_numpy(array)
+        grpc_tensors.append(tensor)
+    over_grpc = default_client.infer(
+        model,
+        grpc_tensors,
+        outputs=[grpcclient.InferRequestedOutput("probabilities", class_count=3)],
+    )
+    assert over_rest == _classes(over_grpc.as_numpy("probabilities"))
+    labels = result.as_numpy("label").tolist()
+    assert labels == load_digits().target[:4].tolist()
+    for row, label in zip(over_rest, labels, strict=True):
+        parsed = [item.split(":") for item in row]
+        assert all(len(p) == 3 and p[1] == p[2] for p in parsed)  # score:index:label "0".."9"
+        assert int(parsed[0][1]) == label
+        scores = [float(score) for score, _, _ in parsed]
+        assert scores == sorted(scores, reverse=True)
+
+
+def _text_direction_images() -> Arrays:
+    lines = [_text_line(t) for t in ("Hello world", "Invoice 2024-05")]
+    images = [*lines, *(line.rotate(180) for line in lines)]
+    kinds = ["PNG", "JPEG", "JPEG", "PNG"]
+    encoded = [_encoded(image, kind) for image, kind in zip(images, kinds, strict=True)]
+    return {"image": np.array(encoded, dtype=object)}
+
+
+PIPELINE_INPUTS: dict[str, Callable[[], Arrays]] = {
+    "sentence_embedding": lambda: {"text": _texts(GUITAR, PARAPHRASE, UNRELATED)},
+    "digit_from_png": lambda: {"image": _digit_images(5)},
+    "text_direction_from_image": _text_direction_images,
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+@pytest.mark.parametrize("model", sorted(PIPELINE_INPUTS))
+def test_pipeline_inference_equals_grpc(
+    rest: httpclient.InferenceServerClient,
+    default_client: grpcclient.InferenceServerClient,
+    model: str,
+    binary: bool,
+) -> None:
+    """The default pipelines through tritonclient.http: raw sentences as BYTES (in JSON
+    too, as strings), PNG and JPEG images as BYTES (always binary data: they are not
+    UTF-8 text), and the outputs binary or JSON."""
+    assert model in PIPELINES
+    inputs = PIPELINE_INPUTS[model]()
+    outputs, response = rest_infer(rest, model, inputs, binary, binary_inputs=frozenset({"image"}))
+    assert response["model_name"] == model
+    assert_same(outputs, grpc_infer(default_client, model, inputs))
+    if model == "digit_from_png":
+        assert outputs["label"].tolist() == load_digits().target[:5].tolist()
+    if model == "text_direction_from_image":
+        assert outputs["label"].tolist() == [0, 0, 1, 1]
 
 
 # --- every datatype, versions, the repository ---------------------------------------------
