@@ -3,7 +3,7 @@ them (`python -m server`, `python -m gateway run`), always stopped.
 
 A server here is one or more processes listening on one port. Several processes share a
 port through SO_REUSEPORT: the port is reserved first by a bound, non-listening socket,
-which is how `server.workers` does it too.
+which is how `python -m server --workers N` (server/supervisor.py) does it too.
 """
 
 from __future__ import annotations
