@@ -27,16 +27,31 @@ log = logging.getLogger(__name__)
 
 _ORT = ort.capi.onnxruntime_pybind11_state
 
+# Every exception class ONNX Runtime's binding defines (Fail, InvalidArgument,
+# RuntimeException, NotImplemented, EPFail, InvalidGraph, ...). Since onnxruntime 1.32 they
+# derive from Exception only, not RuntimeError, so they are found by module, not by base;
+# RuntimeError stays for what the binding raises as a plain C++ exception.
+ORT_ERRORS: tuple[type[Exception], ...] = (
+    *(
+        value
+        for value in vars(_ORT).values()
+        if isinstance(value, type) and issubclass(value, Exception)
+    ),
+    RuntimeError,
+)
+
 
 @contextlib.contextmanager
 def runtime_errors(model: str) -> Iterator[None]:
     """Turn ONNX Runtime's exceptions into domain errors, naming the model: the input's
-    fault is InvalidRequest, anything else the runtime raises is RuntimeFailure."""
+    fault (InvalidArgument) is InvalidRequest, anything else the runtime raises is
+    RuntimeFailure. Neither is logged here: the batcher logs a RuntimeFailure once, and
+    the status mapping knows both, so no error of the runtime reaches it unmapped."""
     try:
         yield
     except _ORT.InvalidArgument as exc:
         raise InvalidRequest(f"model '{model}' rejected the input: {exc}", model=model) from exc
-    except RuntimeError as exc:  # Fail, RuntimeException, NotImplemented, EPFail, ...
+    except ORT_ERRORS as exc:
         raise RuntimeFailure(f"model '{model}' failed while executing: {exc}", model=model) from exc
 
 
