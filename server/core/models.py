@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -66,6 +66,25 @@ class ServedModel(Protocol):
         """Refuse new plans, finish the queued and running ones, release resources.
         Cancelling it may abort the running ones instead (a shutdown out of time)."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class StepStatistics:
+    """One step of a composed version (a pipeline) and its counters. `batched`: the step
+    runs in a batcher of its own (a built-in or Python step), so its executions and queue
+    and compute times are its own; a model step's batching is its model's."""
+
+    name: str
+    batched: bool
+    stats: ModelStats
+
+
+@runtime_checkable
+class Composed(Protocol):
+    """A served version made of steps (a pipeline): statistics per step, in order. Read
+    at scrape time only, on the event loop thread."""
+
+    def step_statistics(self) -> list[StepStatistics]: ...
 
 
 @dataclass(frozen=True, slots=True)

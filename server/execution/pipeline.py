@@ -37,7 +37,7 @@ from server.core.errors import (
 )
 from server.core.inference import InferenceRequest, Plan
 from server.core.model_config import ModelConfig
-from server.core.models import ModelStore, Outputs
+from server.core.models import ModelStore, Outputs, StepStatistics
 from server.core.statistics import BatcherStatistics, ModelStats
 from server.core.tensors import Signature, Tensor, TensorSpec
 from server.core.validation import Validator
@@ -182,6 +182,13 @@ class PipelineVersion:
     def step_stats(self) -> dict[str, ModelStats]:
         return {stage.name: stage.stats for stage in self.stages}
 
+    def step_statistics(self) -> list[StepStatistics]:
+        """The stages' statistics in order, for the metrics (`core.models.Composed`)."""
+        return [
+            StepStatistics(stage.name, isinstance(stage, StepStage), stage.stats)
+            for stage in self.stages
+        ]
+
     def validate(self, request: InferenceRequest) -> Plan:
         plan = self._validator.check(request)
         if request.output_parameters:
@@ -207,7 +214,7 @@ class PipelineVersion:
             try:
                 tensors.update(await stage.run(tensors, plan.rows, deadline))
             except BaseException as exc:
-                stage.stats.record_request(False, time.perf_counter_ns() - start, 0)
+                stage.stats.record_request(False, time.perf_counter_ns() - start, 0, type(exc))
                 if isinstance(exc, InferenceError):
                     raise self._named(stage, exc) from exc
                 if isinstance(exc, Exception):

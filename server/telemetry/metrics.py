@@ -13,6 +13,11 @@ handed to the Prometheus reader as OpenTelemetry histogram points (`_Reader`), t
 the specification gives a MetricProducer; names and units are converted by the same
 exporter code as every other instrument.
 
+A pipeline's steps have series of their own, `inference.pipeline.step.*` with a `step`
+label, read from `Composed.step_statistics()` in the same snapshot; they are not folded
+into the pipeline's series with a `step` label, so sums over `inference_requests_total`
+still count each request once.
+
 Names follow the OpenTelemetry conventions (dotted, units in UCUM, no `_total` in the
 instrument name); the exporter turns `inference.request.duration` (unit s) into
 `inference_request_duration_seconds` and counters into `..._total`. docs/observability.md
@@ -26,7 +31,7 @@ import bisect
 import concurrent.futures
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,8 +51,8 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from prometheus_client import CollectorRegistry, generate_latest
 
-from server.core.models import READY, UNAVAILABLE, IndexEntry, ServedModel
-from server.core.statistics import BATCH_SIZE_BOUNDS, BatcherStatistics, Buckets
+from server.core.models import READY, UNAVAILABLE, Composed, IndexEntry, ServedModel
+from server.core.statistics import BATCH_SIZE_BOUNDS, BatcherStatistics, Buckets, ModelStats
 from server.telemetry.rpc import RpcStats
 
 SCOPE = "server"
@@ -56,6 +61,26 @@ STATES = (READY, "LOADING", "UNLOADING", UNAVAILABLE)
 OK = "OK"
 
 StatusName = Callable[[type[BaseException]], str]
+
+
+@dataclass(frozen=True, slots=True)
+class StepSnapshot:
+    """One step of a pipeline version, copied on the event loop thread."""
+
+    model: str
+    version: str
+    step: str
+    batched: bool  # in a batcher of its own: its executions, queue and compute are its own
+    success: Buckets  # time each request spent in the step
+    failures: dict[str, Buckets]  # by status name
+    queue: Buckets
+    compute: Buckets
+    inference_count: int
+    execution_count: int
+
+    @property
+    def attributes(self) -> dict[str, str]:
+        return {"model": self.model, "version": self.version, "step": self.step}
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +100,7 @@ class VersionSnapshot:
     deprecated_uses: int
     batcher: BatcherStatistics
     queue_limit: int  # 0: unbounded
+    steps: tuple[StepSnapshot, ...] = ()  # a pipeline's steps, in order
 
     @property
     def attributes(self) -> dict[str, str]:
@@ -101,17 +127,41 @@ def _merge(into: Buckets | None, b: Buckets) -> Buckets:
     return into
 
 
-def version_snapshot(served: ServedModel, status_name: StatusName) -> VersionSnapshot:
-    s = served.stats
+def _failures(s: ModelStats, status_name: StatusName) -> dict[str, Buckets]:
     failures: dict[str, Buckets] = {}
     for error, buckets in list(s.failure_buckets.items()):
         name = status_name(error)
         failures[name] = _merge(failures.get(name), buckets)
+    return failures
+
+
+def _steps(served: ServedModel, status_name: StatusName) -> tuple[StepSnapshot, ...]:
+    if not isinstance(served, Composed):
+        return ()
+    return tuple(
+        StepSnapshot(
+            model=served.name,
+            version=str(served.version),
+            step=step.name,
+            batched=step.batched,
+            success=_copy(step.stats.success_buckets),
+            failures=_failures(step.stats, status_name),
+            queue=_copy(step.stats.queue_buckets),
+            compute=_copy(step.stats.compute_buckets),
+            inference_count=step.stats.inference_count,
+            execution_count=step.stats.execution_count,
+        )
+        for step in served.step_statistics()
+    )
+
+
+def version_snapshot(served: ServedModel, status_name: StatusName) -> VersionSnapshot:
+    s = served.stats
     return VersionSnapshot(
         model=served.name,
         version=str(served.version),
         success=_copy(s.success_buckets),
-        failures=failures,
+        failures=_failures(s, status_name),
         queue=_copy(s.queue_buckets),
         compute=_copy(s.compute_buckets),
         inference_count=s.inference_count,
@@ -125,6 +175,7 @@ def version_snapshot(served: ServedModel, status_name: StatusName) -> VersionSna
         deprecated_uses=s.deprecated_uses,
         batcher=served.statistics(),
         queue_limit=served.config.batching.max_queue_size if served.config.max_batch_size else 0,
+        steps=_steps(served, status_name),
     )
 
 
@@ -145,6 +196,11 @@ class Sources:
             ready=self.ready(),
             rpc=self.rpc.snapshot() if self.rpc is not None else {},
         )
+
+
+def _all_steps(snapshot: Snapshot) -> Iterator[StepSnapshot]:
+    for v in snapshot.versions:
+        yield from v.steps
 
 
 def _seconds(bounds: Sequence[int]) -> list[float]:
@@ -192,6 +248,21 @@ def histograms(snapshot: Snapshot) -> list[Metric]:
             sizes.counts[bisect.bisect_left(BATCH_SIZE_BOUNDS, size)] += executions
             sizes.total += size * executions
         batch.append(_point(attrs, sizes.counts, sizes.total, [float(b) for b in sizes.bounds]))
+    step_request: list[HistogramDataPoint] = []
+    step_queue: list[HistogramDataPoint] = []
+    step_compute: list[HistogramDataPoint] = []
+    for st in _all_steps(snapshot):
+        attrs = st.attributes
+        bounds = _seconds(st.success.bounds)
+        ok = st.success
+        step_request.append(_point({**attrs, "status": OK}, ok.counts, ok.total / 1e9, bounds))
+        for status, b in sorted(st.failures.items()):
+            step_request.append(
+                _point({**attrs, "status": status}, b.counts, b.total / 1e9, bounds)
+            )
+        if st.batched:
+            step_queue.append(_point(attrs, st.queue.counts, st.queue.total / 1e9, bounds))
+            step_compute.append(_point(attrs, st.compute.counts, st.compute.total / 1e9, bounds))
     rpc = [
         _point(
             {"rpc.system.name": "grpc", "rpc.method": method, "rpc.response.status_code": code},
@@ -206,6 +277,24 @@ def histograms(snapshot: Snapshot) -> list[Metric]:
         ("inference.queue.duration", "s", "Time successful requests waited in the queue", queue),
         ("inference.compute.duration", "s", "Time each execution (batch) took", compute),
         ("inference.batch.size", "{row}", "Rows per execution", batch),
+        (
+            "inference.pipeline.step.request.duration",
+            "s",
+            "Time each pipeline request spent in the step, by outcome",
+            step_request,
+        ),
+        (
+            "inference.pipeline.step.queue.duration",
+            "s",
+            "Time successful requests waited in the step's queue (steps with a batcher)",
+            step_queue,
+        ),
+        (
+            "inference.pipeline.step.compute.duration",
+            "s",
+            "Time each execution (batch) of the step took (steps with a batcher)",
+            step_compute,
+        ),
         ("rpc.server.call.duration", "s", "Duration of incoming RPCs", rpc),
     ]
     return [
@@ -269,6 +358,24 @@ class Metrics:
                 "{request}",
                 "Requests served by a deprecated version",
                 self._deprecated,
+            ),
+            (
+                "inference.pipeline.step.requests",
+                "{request}",
+                "Pipeline requests through each step, by outcome",
+                self._step_requests,
+            ),
+            (
+                "inference.pipeline.step.inferences",
+                "{inference}",
+                "Batch rows the step executed (steps with a batcher)",
+                self._step_inferences,
+            ),
+            (
+                "inference.pipeline.step.executions",
+                "{execution}",
+                "Executions (batches) of the step (steps with a batcher)",
+                self._step_executions,
             ),
         ]
         for name, unit, description, read in counters:
@@ -353,6 +460,26 @@ class Metrics:
 
     def _deprecated(self) -> Iterable[Observation]:
         return [Observation(v.deprecated_uses, v.attributes) for v in self._snapshot.versions]
+
+    def _step_requests(self) -> Iterable[Observation]:
+        for st in _all_steps(self._snapshot):
+            yield Observation(st.success.count, {**st.attributes, "status": OK})
+            for status, b in sorted(st.failures.items()):
+                yield Observation(b.count, {**st.attributes, "status": status})
+
+    def _step_inferences(self) -> Iterable[Observation]:
+        return [
+            Observation(st.inference_count, st.attributes)
+            for st in _all_steps(self._snapshot)
+            if st.batched
+        ]
+
+    def _step_executions(self) -> Iterable[Observation]:
+        return [
+            Observation(st.execution_count, st.attributes)
+            for st in _all_steps(self._snapshot)
+            if st.batched
+        ]
 
     def _pending(self) -> Iterable[Observation]:
         return [Observation(v.batcher.queue_depth, v.attributes) for v in self._snapshot.versions]

@@ -3,6 +3,8 @@ agreement with ModelStatistics, the port flags, and --workers 2 adding up."""
 
 from __future__ import annotations
 
+import io
+import shutil
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -12,7 +14,8 @@ from typing import TypeAlias
 import grpc
 import numpy as np
 import pytest
-from processes import ServerProcess, start_server
+from PIL import Image
+from processes import ROOT, ServerProcess, start_server
 from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
@@ -295,3 +298,75 @@ def test_two_workers_add_up(repository: Path) -> None:
     assert sum(n for (m, v, _), n in rows.items() if (m, v) == ("add", "2")) == 2 * sent
     ready = values(samples, "inference_server_ready", "worker")
     assert ready == {("0",): 1, ("1",): 1}
+
+
+# --- a pipeline's steps -------------------------------------------------------------------
+
+
+def _png(rows: int) -> service_pb2.ModelInferRequest:
+    """digit_from_png with `rows` grey 16x16 PNGs (or bytes that are no image, rows < 0)."""
+    images = [b"not an image"] if rows < 0 else []
+    for _ in range(max(rows, 0)):
+        buffer = io.BytesIO()
+        Image.new("L", (16, 16), 128).save(buffer, "PNG")
+        images.append(buffer.getvalue())
+    message = service_pb2.ModelInferRequest(model_name="digit_from_png")
+    message.inputs.add(name="image", datatype="BYTES", shape=[len(images)])
+    message.raw_input_contents.append(b"".join(len(i).to_bytes(4, "little") + i for i in images))
+    return message
+
+
+@pytest.fixture(scope="module")
+def pipeline_exercised(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """digits and the digit_from_png pipeline after a known sequence, one request at a time:
+    4 that pass (5 images), 2 that decode_image refuses."""
+    root = tmp_path_factory.mktemp("pipeline")
+    for name in ("digits", "digit_from_png"):
+        shutil.copytree(ROOT / "models" / name, root / name)
+    with start_server(root) as server, grpc.insecure_channel(server.grpc_address) as channel:
+        stub = Stub(channel)
+        for rows in (1, 1, 1, 2):
+            expect(stub, _png(rows), grpc.StatusCode.OK)
+        for _ in range(2):
+            expect(stub, _png(-1), grpc.StatusCode.INVALID_ARGUMENT)
+        yield server
+
+
+def test_pipeline_steps_have_their_own_series_with_exact_counts(
+    pipeline_exercised: ServerProcess,
+) -> None:
+    samples = scrape(metrics_port(pipeline_exercised))
+    keys = ("model", "version", "step", "status")
+    requests = {
+        ("digit_from_png", "1", "decode_image", "OK"): 4,
+        ("digit_from_png", "1", "decode_image", "INVALID_ARGUMENT"): 2,
+        ("digit_from_png", "1", "digits", "OK"): 4,
+    }
+    assert values(samples, "inference_pipeline_step_requests_total", *keys) == requests
+    durations = values(samples, "inference_pipeline_step_request_duration_seconds_count", *keys)
+    assert durations == requests
+    # Batcher series only for the step with a batcher of its own; digits' are its own series.
+    step = ("model", "version", "step")
+    decode = ("digit_from_png", "1", "decode_image")
+    assert values(samples, "inference_pipeline_step_inferences_total", *step) == {decode: 5}
+    assert values(samples, "inference_pipeline_step_executions_total", *step) == {decode: 4}
+    for name in ("queue", "compute"):
+        counts = values(samples, f"inference_pipeline_step_{name}_duration_seconds_count", *step)
+        assert counts == {decode: 4}, name
+    for name, labels in {
+        "inference_pipeline_step_requests_total": set(keys),
+        "inference_pipeline_step_inferences_total": set(step),
+        "inference_pipeline_step_executions_total": set(step),
+        "inference_pipeline_step_request_duration_seconds_bucket": {*keys, "le"},
+        "inference_pipeline_step_queue_duration_seconds_bucket": {*step, "le"},
+        "inference_pipeline_step_compute_duration_seconds_bucket": {*step, "le"},
+    }.items():
+        assert {frozenset(labels) for labels, _ in samples[name]} == {frozenset(labels)}, name
+    # The pipeline and its model keep their own series, each request counted once in each.
+    assert values(samples, "inference_requests_total", "model", "version", "status") == {
+        ("digit_from_png", "1", "OK"): 4,
+        ("digit_from_png", "1", "INVALID_ARGUMENT"): 2,
+        ("digits", "1", "OK"): 0,
+        ("digits", "2", "OK"): 4,
+    }
+    assert values(samples, "inference_inferences_total", "model", "version")[("digits", "2")] == 5
