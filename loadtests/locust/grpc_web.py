@@ -64,7 +64,10 @@ def parse(body: bytes, headers: Mapping[str, str]) -> Reply:
     source = trailers or {key.lower(): value for key, value in headers.items()}
     if "grpc-status" not in source:
         raise FramingError("no grpc-status in the trailers or headers")
-    return Reply(messages, int(source["grpc-status"]), unquote(source.get("grpc-message", "")))
+    status = source["grpc-status"].strip()
+    if not status.isdigit():
+        raise FramingError(f"grpc-status {status[:20]!r} is not a number")
+    return Reply(messages, int(status), unquote(source.get("grpc-message", "")))
 
 
 def _trailer_lines(payload: bytes) -> dict[str, str]:

@@ -72,6 +72,26 @@ class Workload:
         """Raise WrongAnswer unless `outputs` are what `sample` must produce."""
         raise NotImplementedError
 
+    def judge(self, sample: Sample, decode: Callable[[], Outputs]) -> WrongAnswer | None:
+        """Decode a reply and check it: None when it is right, else the failure to report.
+
+        Any other error while decoding or checking is a wrong answer too, for instance
+        numpy's ValueError on a raw buffer whose length is no multiple of its datatype's
+        size. A reply that cannot be read is not a success. An exception escaping a task
+        would also be a locust user error, without a request event, so it would be missing
+        from the request's statistics and the failures per class. The message keeps only
+        the error's type and first line, since locust groups failures by their text."""
+        try:
+            self.check(sample, decode())
+        except WrongAnswer as exc:
+            return exc
+        except Exception as exc:
+            detail = str(exc).strip().split("\n", 1)[0][:120]
+            return WrongAnswer(
+                f"{sample.model}: the reply cannot be read ({type(exc).__name__}: {detail})"
+            )
+        return None
+
 
 def expect(outputs: Outputs, model: str, name: str, datatype: str, shape: Sequence[int]) -> Tensor:
     """The output `name`, which must have this datatype and shape."""

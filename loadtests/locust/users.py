@@ -5,13 +5,15 @@
   `grpc.experimental.gevent.init_gevent()` (called from locust's init event, in every
   process, before any channel exists).
 - GrpcStreamUser: ModelStreamInfer, one bidirectional stream per user keeping
-  `--stream-inflight` requests in flight; replies are matched by id, timed from their send.
+  `--stream-inflight` requests in flight; replies are matched by id, timed from their send;
+  a reply not in within `--request-timeout` fails as DEADLINE_EXCEEDED.
 - RestUser: V2 REST through the gateway (`--host`), JSON or binary tensors.
 - GrpcWebUser: gRPC-web (binary) through the gateway (`--host`).
 
 Every request fires locust's request event with its type (the face), the model as its
 name, the response time, the response length and an exception when it failed: a status
-that is not OK, or an answer that fails its model's check (samples.py).
+that is not OK, or an answer that fails its model's check (samples.py). A reply that
+cannot be decoded fails the same way (`Workload.judge`), never as a user exception.
 """
 
 from __future__ import annotations
@@ -26,14 +28,13 @@ import gevent
 import gevent.queue
 import grpc
 import grpc.experimental.gevent
-from google.protobuf.message import DecodeError
 from locust import FastHttpUser, User, constant_throughput, events, task
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from loadtests.locust import codec_grpc, codec_rest, grpc_web
 from loadtests.locust.options import LoadOptions
-from loadtests.locust.samples import Sample, Workload, WrongAnswer, workload
+from loadtests.locust.samples import Sample, Workload, workload
 
 MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
 CHANNEL_OPTIONS = [
@@ -138,18 +139,16 @@ class GrpcUser(_Face, User):
             self.fire(sample, time.perf_counter() - started, 0, error)
             return
         seconds = time.perf_counter() - started
-        exception: Exception | None = None
-        try:
-            chosen.check(sample, codec_grpc.outputs(response))
-        except WrongAnswer as exc:
-            exception = exc
+        exception = chosen.judge(sample, lambda: codec_grpc.outputs(response))
         self.fire(sample, seconds, response.ByteSize(), exception)
 
 
 class GrpcStreamUser(_Face, User):
     """ModelStreamInfer on the gRPC port: one stream per user, `--stream-inflight` requests
     in flight on it. Each in-flight slot is its own client (own workloads, so silero_vad's
-    state stays per audio stream); a slot sends its next request once its reply is in."""
+    state stays per audio stream); a slot sends its next request once its reply is in, or
+    once `--request-timeout` has passed without one (a DEADLINE_EXCEEDED failure; a reply
+    that comes later is dropped)."""
 
     request_type = "gRPC-stream"
     wait_time = _wait_time
@@ -189,7 +188,7 @@ class GrpcStreamUser(_Face, User):
 
     @task
     def send(self) -> None:
-        slot = self._free.get()  # blocks while every slot has a request in flight
+        slot = self._next_slot()
         if self._outbox is None:
             self._open_stream()
         assert self._outbox is not None
@@ -201,6 +200,31 @@ class GrpcStreamUser(_Face, User):
         )
         self._pending[request_id] = (slot, chosen, sample, time.perf_counter())
         self._outbox.put(message)
+
+    def _next_slot(self) -> int:
+        """A free slot. While every slot has a request in flight, this waits until the
+        oldest one's deadline at most, then fails every request past its deadline."""
+        while True:
+            wait = None
+            if self._pending:  # in send order, so the first is the oldest
+                _, _, _, started = next(iter(self._pending.values()))
+                wait = max(0.0, started + self.options.timeout_s - time.perf_counter())
+            try:
+                return self._free.get(timeout=wait)
+            except gevent.queue.Empty:
+                self._expire()
+
+    def _expire(self) -> None:
+        now = time.perf_counter()
+        error = StatusError(
+            "DEADLINE_EXCEEDED", f"no reply within {self.options.timeout_s:g} s on the stream"
+        )
+        for request_id, (slot, _, sample, started) in list(self._pending.items()):
+            if now - started < self.options.timeout_s:
+                break
+            del self._pending[request_id]
+            self.fire(sample, now - started, 0, error)
+            self._free.put(slot)
 
     def _receive(self, replies: Any) -> None:
         """Runs beside the user's task: one event per reply; a broken stream fails every
@@ -234,10 +258,7 @@ class GrpcStreamUser(_Face, User):
         if reply.error_message:
             exception = StatusError("STREAM_ERROR", reply.error_message)
         else:
-            try:
-                chosen.check(sample, codec_grpc.outputs(reply.infer_response))
-            except WrongAnswer as exc:
-                exception = exc
+            exception = chosen.judge(sample, lambda: codec_grpc.outputs(reply.infer_response))
         self.fire(sample, seconds, reply.ByteSize(), exception)
         self._free.put(slot)
 
@@ -270,11 +291,10 @@ class RestUser(_Face, FastHttpUser):
             if response.status_code != 200:
                 response.failure(f"HTTP {response.status_code}: {codec_rest.error(content)}")
                 return
-            try:
-                outputs = codec_rest.outputs(sample.model, content, response.headers or {})
-                chosen.check(sample, outputs)
-            except WrongAnswer as exc:
-                response.failure(exc)
+            headers = response.headers or {}
+            wrong = chosen.judge(sample, lambda: codec_rest.outputs(sample.model, content, headers))
+            if wrong is not None:
+                response.failure(wrong)
 
 
 class GrpcWebUser(_Face, FastHttpUser):
@@ -311,10 +331,15 @@ class GrpcWebUser(_Face, FastHttpUser):
                     raise StatusError(grpc_status_name(reply.status), reply.message)
                 if len(reply.messages) != 1:
                     raise grpc_web.FramingError(f"{len(reply.messages)} messages, expected 1")
-                decoded = pb.ModelInferResponse.FromString(reply.messages[0])
-                chosen.check(sample, codec_grpc.outputs(decoded))
-            except (StatusError, WrongAnswer, grpc_web.FramingError, DecodeError) as exc:
+            except (StatusError, grpc_web.FramingError) as exc:
                 response.failure(exc)
+                return
+            message = reply.messages[0]
+            wrong = chosen.judge(
+                sample, lambda: codec_grpc.outputs(pb.ModelInferResponse.FromString(message))
+            )
+            if wrong is not None:
+                response.failure(wrong)
 
 
 _STATUS_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}

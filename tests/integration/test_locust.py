@@ -14,13 +14,19 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
+from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
+import numpy as np
 import pytest
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from onnx import TensorProto, helper
 from processes import ROOT, ServerProcess, start_server
+from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from loadtests import launch
 
@@ -70,6 +76,14 @@ class LocustRun:
     def history_users(self) -> list[int]:
         with open(f"{self.prefix}_stats_history.csv", newline="") as f:
             return [int(row["User Count"]) for row in csv.DictReader(f)]
+
+    def exceptions(self) -> list[dict[str, str]]:
+        """Errors raised in user code, outside any request event (locust's own CSV)."""
+        with open(f"{self.prefix}_exceptions.csv", newline="") as f:
+            return list(csv.DictReader(f))
+
+    def errors(self, request_type: str) -> set[str]:
+        return {row["Error"] for row in self.failures() if row["Method"] == request_type}
 
 
 def run_locust(out: Path, seconds: int, *args: str, timeout: float = 120) -> LocustRun:
@@ -235,35 +249,153 @@ def wrong_server(
 
 
 def test_wrong_answers_are_failures(wrong_server: ServerProcess, tmp_path: Path) -> None:
+    """Every class, RestUser (binary tensors through the gateway) included."""
     with launch.gateway(wrong_server.grpc_port) as front:
         run = run_locust(
             tmp_path,
             4,
-            *("-u", "3", "-r", "3", "--user-rate", "20", "--models", "digits"),
+            *("-u", "4", "-r", "4", "--user-rate", "20", "--models", "digits"),
             *("--host", front.url, "--grpc-target", wrong_server.grpc_address),
-            "GrpcUser", "GrpcStreamUser", "GrpcWebUser",
-        )  # fmt: skip
+            *CLASSES,
+        )
     assert run.code == 1, run.output[-3000:]  # locust's exit code when a request failed
-    for user_class in ("GrpcUser", "GrpcStreamUser", "GrpcWebUser"):
-        requests, failures = run.counts(CLASSES[user_class])
+    for user_class, request_type in CLASSES.items():
+        requests, failures = run.counts(request_type)
         assert 0 < failures <= requests, user_class
-    errors = {row["Error"] for row in run.failures()}  # locust writes the exception's repr
-    assert errors == {"""WrongAnswer("digits: a label differs from the image's true label")"""}
+        # locust writes the exception's repr
+        assert run.errors(request_type) == {
+            """WrongAnswer("digits: a label differs from the image's true label")"""
+        }, user_class
+    assert run.exceptions() == []
 
 
 def test_a_stopped_server_is_failures(tmp_path: Path) -> None:
-    run = run_locust(
-        tmp_path,
-        3,
-        *("-u", "2", "-r", "2", "--user-rate", "20", "--models", "digits"),
-        *("--grpc-target", f"127.0.0.1:{_free_port()}"),
-        "GrpcUser", "GrpcStreamUser",
-    )  # fmt: skip
+    """Nothing listens on the gRPC port, and the gateway in front of it has no healthy
+    upstream: every request of every class fails."""
+    port = _free_port()
+    with launch.gateway(port) as front:
+        run = run_locust(
+            tmp_path,
+            3,
+            *("-u", "4", "-r", "4", "--user-rate", "20", "--models", "digits"),
+            *("--host", front.url, "--grpc-target", f"127.0.0.1:{port}"),
+            *CLASSES,
+        )
     assert run.code == 1, run.output[-3000:]
-    for user_class in ("GrpcUser", "GrpcStreamUser"):
+    for user_class, request_type in CLASSES.items():
+        requests, failures = run.counts(request_type)
+        assert requests > 0 and failures == requests, user_class
+    for request_type in ("gRPC", "gRPC-stream"):
+        errors = run.errors(request_type)
+        assert errors and all("UNAVAILABLE" in error for error in errors), errors
+    # Envoy's own replies: to a REST caller in V2 REST's error shape, to gRPC-web a 503.
+    assert run.errors("REST") == {"CatchResponseError('HTTP 503: no healthy upstream')"}
+    assert run.errors("gRPC-web") == {"CatchResponseError('HTTP 503')"}
+    assert run.exceptions() == []
+
+
+# --- replies that cannot be read, and stream replies that never come ------------------------
+
+
+def _unreadable_digits(request: service_pb2.ModelInferRequest) -> service_pb2.ModelInferResponse:
+    """digits' outputs, but 7 raw bytes for the INT64 label: no whole element."""
+    rows = request.inputs[0].shape[0]
+    reply = service_pb2.ModelInferResponse(model_name="digits", id=request.id)
+    reply.outputs.add(name="label", datatype="INT64", shape=[rows])
+    reply.outputs.add(name="probabilities", datatype="FP32", shape=[rows, 10])
+    reply.raw_output_contents.extend([b"\x00" * 7, np.zeros((rows, 10), np.float32).tobytes()])
+    return reply
+
+
+class _BrokenServer(service_pb2_grpc.GRPCInferenceServiceServicer):
+    """ModelInfer answers every request unreadably. ModelStreamInfer does the same for
+    requests with an even id and never answers those with an odd one."""
+
+    def ModelInfer(self, request: service_pb2.ModelInferRequest, context: object) -> object:
+        return _unreadable_digits(request)
+
+    def ModelStreamInfer(self, requests: Iterator[object], context: object) -> Iterator[object]:
+        for request in requests:
+            assert isinstance(request, service_pb2.ModelInferRequest)
+            if int(request.id) % 2 == 0:
+                yield service_pb2.ModelStreamInferResponse(
+                    infer_response=_unreadable_digits(request)
+                )
+
+
+@pytest.fixture
+def broken_server() -> Iterator[int]:
+    """A gRPC server in this process (threads, no gevent here), healthy to the gateway."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
+    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(_BrokenServer(), server)
+    checks = health.HealthServicer()
+    checks.set("inference.GRPCInferenceService", health_pb2.HealthCheckResponse.SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(checks, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield port
+    finally:
+        server.stop(None)
+
+
+def _await_upstream(address: str, timeout: float = 10.0) -> None:
+    """Until a call through the gateway reaches the upstream (its first health check)."""
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(address) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        while True:
+            try:
+                stub.ModelInfer(_digits_request(), timeout=2)
+                return
+            except grpc.RpcError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+
+def _digits_request() -> service_pb2.ModelInferRequest:
+    request = service_pb2.ModelInferRequest(model_name="digits")
+    request.inputs.add(name="input", datatype="FP32", shape=[1, 64])
+    request.raw_input_contents.append(bytes(256))
+    return request
+
+
+def test_unreadable_and_missing_replies_are_failures(broken_server: int, tmp_path: Path) -> None:
+    """A reply that cannot be decoded is a failure event, never a user exception (which
+    locust keeps apart, outside the request's statistics); a stream reply that does not come
+    within --request-timeout is a DEADLINE_EXCEEDED failure, and its slot sends again."""
+    with launch.gateway(broken_server) as front:
+        _await_upstream(f"127.0.0.1:{front.port}")
+        run = run_locust(
+            tmp_path,
+            3,
+            *("-u", "3", "-r", "3", "--user-rate", "20", "--models", "digits"),
+            *("--request-timeout", "0.5", "--stream-inflight", "2"),
+            *("--host", front.url, "--grpc-target", f"127.0.0.1:{broken_server}"),
+            "GrpcUser", "GrpcStreamUser", "GrpcWebUser",
+        )  # fmt: skip
+    assert run.code == 1, run.output[-3000:]
+    assert run.exceptions() == [], run.output[-3000:]
+    unreadable = (
+        "WrongAnswer('digits: the reply cannot be read "
+        "(ValueError: buffer size must be a multiple of element size)')"
+    )
+    for user_class in ("GrpcUser", "GrpcStreamUser", "GrpcWebUser"):
         requests, failures = run.counts(CLASSES[user_class])
         assert requests > 0 and failures == requests, user_class
-    assert all("UNAVAILABLE" in row["Error"] for row in run.failures())
+    assert run.errors("gRPC") == run.errors("gRPC-web") == {unreadable}
+    assert run.errors("gRPC-stream") == {
+        unreadable,
+        "StatusError('DEADLINE_EXCEEDED: no reply within 0.5 s on the stream')",
+    }
+    # The odd ids time out: with 2 slots over 3 s, several, each after 0.5 s.
+    deadline_rows = [
+        row
+        for row in run.failures()
+        if row["Method"] == "gRPC-stream" and "DEADLINE" in row["Error"]
+    ]
+    assert int(deadline_rows[0]["Occurrences"]) >= 3
 
 
 # --- load profiles and several processes -------------------------------------------------------

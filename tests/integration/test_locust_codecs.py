@@ -137,6 +137,12 @@ def test_grpc_web_cut_frame_is_an_error() -> None:
         grpc_web.parse(grpc_web.frame(b"abcdef")[:-2], {})
 
 
+def test_grpc_web_status_that_is_no_number_is_a_framing_error() -> None:
+    """Not int()'s ValueError, which would escape the user's task."""
+    with pytest.raises(grpc_web.FramingError, match="not a number"):
+        grpc_web.parse(b"", {"grpc-status": "OK"})
+
+
 def test_digits_are_the_models_training_split() -> None:
     """The bit mask in samples.py selects exactly models/build.py's training images."""
     from models.build import digits_split
@@ -182,3 +188,86 @@ def test_silero_state_advances_only_on_good_answers() -> None:
                 "stateN": Tensor("stateN", "FP32", state),
             },
         )
+
+
+# --- replies that cannot be read are wrong answers, never escaping errors --------------------
+
+
+def _digits() -> tuple[samples.Digits, Sample]:
+    digits = samples.Digits(random.Random(0))
+    return digits, digits.sample(2)
+
+
+def _grpc_digits_reply(sample: Sample, label_bytes: bytes) -> service_pb2.ModelInferResponse:
+    reply = service_pb2.ModelInferResponse(model_name="digits")
+    reply.outputs.add(name="label", datatype="INT64", shape=[2])
+    reply.outputs.add(name="probabilities", datatype="FP32", shape=[2, 10])
+    reply.raw_output_contents.extend([label_bytes, np.full((2, 10), 0.1, np.float32).tobytes()])
+    return reply
+
+
+def test_a_right_reply_is_judged_right() -> None:
+    digits, sample = _digits()
+    reply = _grpc_digits_reply(sample, np.asarray(sample.expected, np.int64).tobytes())
+    assert digits.judge(sample, lambda: codec_grpc.outputs(reply)) is None
+
+
+def test_a_wrong_label_is_judged_by_the_check() -> None:
+    digits, sample = _digits()
+    reply = _grpc_digits_reply(sample, (np.asarray(sample.expected, np.int64) + 1).tobytes())
+    wrong = digits.judge(sample, lambda: codec_grpc.outputs(reply))
+    assert isinstance(wrong, WrongAnswer)
+    assert str(wrong) == "digits: a label differs from the image's true label"
+
+
+def test_a_misaligned_raw_grpc_buffer_is_a_wrong_answer() -> None:
+    """15 bytes for two INT64 labels: numpy's ValueError, which used to escape the task."""
+    digits, sample = _digits()
+    reply = _grpc_digits_reply(sample, b"\x00" * 15)
+    with pytest.raises(ValueError):
+        codec_grpc.outputs(reply)
+    wrong = digits.judge(sample, lambda: codec_grpc.outputs(reply))
+    assert isinstance(wrong, WrongAnswer)
+    assert str(wrong).startswith("digits: the reply cannot be read (ValueError: ")
+
+
+@pytest.mark.parametrize(
+    ("body", "headers"),
+    [
+        # A binary REST reply whose label blob is 15 bytes for two INT64 values.
+        (
+            json.dumps(
+                {
+                    "outputs": [
+                        {
+                            "name": "label",
+                            "datatype": "INT64",
+                            "shape": [2],
+                            "parameters": {"binary_data_size": 15},
+                        }
+                    ]
+                }
+            ).encode()
+            + b"\x00" * 15,
+            None,
+        ),
+        # A header length that is not a number.
+        (b'{"outputs": []}', {"Inference-Header-Content-Length": "fifteen"}),
+        # An output that is not an object.
+        (b'{"outputs": [7]}', {}),
+    ],
+    ids=["misaligned-binary", "bad-header-length", "output-not-an-object"],
+)
+def test_an_unreadable_rest_reply_is_a_wrong_answer(
+    body: bytes, headers: dict[str, str] | None
+) -> None:
+    digits, sample = _digits()
+    if headers is None:
+        headers = {"Inference-Header-Content-Length": str(body.index(b"}]}") + 3)}
+    with pytest.raises(Exception) as raised:
+        codec_rest.outputs("digits", body, headers)
+    assert not isinstance(raised.value, WrongAnswer)
+    wrong = digits.judge(sample, lambda: codec_rest.outputs("digits", body, headers))
+    assert isinstance(wrong, WrongAnswer)
+    assert str(wrong).startswith("digits: the reply cannot be read (")
+    assert len(str(wrong)) < 200  # short and stable: locust groups failures by their text
