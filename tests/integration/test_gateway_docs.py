@@ -1,5 +1,7 @@
 """The REST and grpcurl examples of README.md and docs/gateway.md work as written, through a
-real gateway in front of the default models (addresses swapped for the test's ports)."""
+real gateway in front of the default models (addresses swapped for the test's ports). The
+curl lines run with the real curl, given the arguments a shell would give it, and their
+output is checked against what the docs say it is."""
 
 from __future__ import annotations
 
@@ -10,8 +12,8 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 
-import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
@@ -21,6 +23,7 @@ from gateway import RunningGateway, start_gateway
 from gateway.build import build
 
 GATEWAY_ADDRESS = "127.0.0.1:8000"
+DOC_GATEWAYS = (GATEWAY_ADDRESS, "localhost:8000")  # `make run`'s gateway, as the docs write it
 SERVER_ADDRESS = "127.0.0.1:8001"
 DOCS = {"README.md": ROOT / "README.md", "docs/gateway.md": ROOT / "docs" / "gateway.md"}
 GRPCURL = ROOT / "examples" / "grpcurl.py"
@@ -54,22 +57,134 @@ def test_tritonclient_http_examples_run(gateway: RunningGateway, doc: str) -> No
         assert lines and all(line == "[0] expected 0" for line in lines), result.stdout
 
 
-@pytest.mark.parametrize("doc", list(DOCS))
-def test_the_curl_inference_example_works(gateway: RunningGateway, doc: str) -> None:
-    call = re.search(
-        r"curl -s -X POST (?:localhost|127\.0\.0\.1):8000(\S+) \\\n.*?-d '(.+?)'\n",
-        DOCS[doc].read_text(),
-        re.DOTALL,
+# --- curl, as written --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CurlExample:
+    command: str  # as a shell reads it: continuations joined, quotes still in place
+    shown: list[str]  # the output the doc shows for it ("..." stands for anything)
+
+    @property
+    def path(self) -> str:
+        found = re.search(r"(?:127\.0\.0\.1|localhost):8000(/\S*)", self.command)
+        assert found is not None, self.command
+        return found.group(1)
+
+
+def _shell_commands(lines: list[str]) -> list[tuple[str, list[str]]]:
+    """A shell block's curl commands, each with the lines after it that are not commands
+    (its output). A backslash-newline continues a command; a quoted argument may span lines."""
+    commands: list[tuple[str, list[str]]] = []
+    pending = ""
+    for line in lines:
+        if not pending and not line.startswith("curl "):
+            if commands and line.strip():
+                commands[-1][1].append(line)
+            continue
+        pending += line + "\n"
+        if line.endswith("\\"):
+            continue
+        try:
+            shlex.split(pending)
+        except ValueError:  # an open quote: the command goes on
+            continue
+        commands.append((pending.strip(), []))
+        pending = ""
+    assert not pending, f"unterminated command: {pending!r}"
+    return commands
+
+
+def curl_examples(text: str) -> list[CurlExample]:
+    """Every curl command in a doc's fenced blocks that calls the gateway. A block holding
+    one command and nothing else may show its output in the block right after it."""
+    blocks = list(re.finditer(r"^```[a-z]*\n(.*?)^```\n", text, flags=re.DOTALL | re.M))
+    examples = []
+    for index, block in enumerate(blocks):
+        commands = _shell_commands(block.group(1).splitlines())
+        following = blocks[index + 1] if index + 1 < len(blocks) else None
+        if (
+            len(commands) == 1
+            and not commands[0][1]
+            and following is not None
+            and not text[block.end() : following.start()].strip()
+            and not _shell_commands(following.group(1).splitlines())
+        ):
+            commands[0][1].extend(following.group(1).splitlines())
+        for command, shown in commands:
+            if any(gateway in command for gateway in DOC_GATEWAYS):
+                examples.append(CurlExample(command, shown))
+    return examples
+
+
+def curl_argv(example: CurlExample, gateway: RunningGateway) -> list[str]:
+    """The example's argv, as a shell splits it, pointed at the test's gateway."""
+    argv = shlex.split(example.command.replace("\\\n", ""))
+    assert argv[0] == "curl", example.command
+    for address in DOC_GATEWAYS:
+        argv = [arg.replace(address, gateway.address) for arg in argv]
+    return argv
+
+
+def run_curl(example: CurlExample, gateway: RunningGateway) -> str:
+    """Run the example with the real curl; its stdout."""
+    curl = shutil.which("curl")
+    assert curl is not None, (
+        "no curl on PATH: the docs' examples need it (Debian: apt install curl)"
     )
-    assert call is not None, f"the digits example is gone from {doc}"
-    path, body = call.groups()
-    reply = httpx.post(
-        gateway.url + path, content=body, headers={"content-type": "application/json"}
-    )
-    assert reply.status_code == 200, reply.text
-    assert reply.json()["outputs"] == [
+    argv = curl_argv(example, gateway)
+    result = subprocess.run([curl, *argv[1:]], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, f"{example.command}\n{result.stderr}"
+    return result.stdout
+
+
+def assert_shown(output: str, shown: str) -> None:
+    """`output` is what the doc shows, each "..." standing for anything."""
+    pieces = shown.split("...")
+    assert output.startswith(pieces[0]) and output.endswith(pieces[-1]), (output, shown)
+    at = len(pieces[0])
+    for piece in pieces[1:-1]:
+        found = output.find(piece, at)
+        assert found >= 0, (output, shown)
+        at = found + len(piece)
+
+
+def _readme_curl(path: str) -> CurlExample:
+    [example] = [e for e in curl_examples(DOCS["README.md"].read_text()) if e.path == path]
+    return example
+
+
+def test_the_readme_curl_lines_are_all_run() -> None:
+    """Each README curl line to the gateway has a test below that runs it."""
+    paths = [e.path for e in curl_examples(DOCS["README.md"].read_text())]
+    assert paths == [
+        "/v2/health/ready",
+        "/v2/models/digits/infer",
+        "/v2/models/sentence_embedding/infer",
+    ]
+
+
+def test_the_readme_health_and_digits_curl_lines_run(gateway: RunningGateway) -> None:
+    ready = _readme_curl("/v2/health/ready")
+    assert json.loads(run_curl(ready, gateway)) == {"ready": True}
+    reply = run_curl(_readme_curl("/v2/models/digits/infer"), gateway)
+    assert '"data":[3]' in reply  # "The reply carries `"data":[3]` for the label."
+    assert json.loads(reply)["outputs"] == [
         {"name": "label", "datatype": "INT64", "shape": [1], "data": [3]}
     ]
+
+
+def test_the_gateway_docs_curl_examples_answer_as_shown(gateway: RunningGateway) -> None:
+    examples = curl_examples(DOCS["docs/gateway.md"].read_text())
+    assert [e.path for e in examples] == [
+        "/v2/models/digits/infer",
+        "/v2/models/nope",
+        "/v2/models/digits/config",
+        "/v2/repository/index",
+    ]
+    for example in examples:
+        assert len(example.shown) == 1, example
+        assert_shown(run_curl(example, gateway), example.shown[0])
 
 
 def _grpcurl(*args: str) -> subprocess.CompletedProcess[str]:
@@ -142,35 +257,16 @@ def test_the_readme_raw_text_grpc_call_runs(default_server: ServerProcess) -> No
     assert result.stdout.strip() == printed.group(1)
 
 
-def _readme_curl(path: str) -> list[str]:
-    """The README's curl command that posts to `path`, as argv."""
-    call = re.search(
-        rf"^curl -s -X POST {re.escape(GATEWAY_ADDRESS + path)} \\\n.*?(?=\n```)",
-        _readme_section(RAW_TEXT),
-        re.M | re.DOTALL,
-    )
-    assert call is not None, f"README.md has no curl to {path}"
-    return shlex.split(call.group(0).replace("\\\n", " "))
-
-
 def test_the_readme_raw_text_curl_call_works(
     gateway: RunningGateway, default_client: grpcclient.InferenceServerClient
 ) -> None:
-    """The curl call, run as written through the gateway (with httpx where curl is missing),
-    answers unit-length embeddings equal to the same sentences over gRPC."""
-    path = f"/v2/models/{PIPELINE}/infer"
-    argv = [arg.replace(GATEWAY_ADDRESS, gateway.address) for arg in _readme_curl(path)]
+    """The curl call, run as written through the gateway with the real curl, answers
+    unit-length embeddings equal to the same sentences over gRPC."""
+    example = _readme_curl(f"/v2/models/{PIPELINE}/infer")
+    assert example.command in _readme_section(RAW_TEXT)
+    argv = curl_argv(example, gateway)
     body = argv[argv.index("-d") + 1]
-    if shutil.which("curl"):
-        result = subprocess.run(argv, capture_output=True, text=True, timeout=60)
-        assert result.returncode == 0, result.stderr
-        reply = json.loads(result.stdout)
-    else:
-        posted = httpx.post(
-            gateway.url + path, content=body, headers={"content-type": "application/json"}
-        )
-        assert posted.status_code == 200, posted.text
-        reply = posted.json()
+    reply = json.loads(run_curl(example, gateway))
     assert reply["model_name"] == PIPELINE, reply
     [output] = reply["outputs"]
     assert (output["name"], output["datatype"], output["shape"]) == ("embedding", "FP32", [2, 384])
