@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
-import struct
-import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -30,9 +27,9 @@ from gateway import RunningGateway, start_gateway
 from gateway.build import build
 from inference import grpc_service_pb2 as pb
 from inference import grpc_service_pb2_grpc as pb_grpc
-from loadtests import launch
+from loadtests import h2load, launch
+from loadtests.h2load import GRPC_HEADERS, INFER, Load
 
-METHOD = "/inference.GRPCInferenceService/ModelInfer"
 RESULT = Path(__file__).parent / "results" / "gateway.txt"
 TARGETS = {("digits", "rest-json"): 0.7, ("digits", "rest-binary"): 0.8}
 TARGETS[("digits", "grpc-web")] = 0.6
@@ -60,35 +57,11 @@ class Row:
     envoy_us: float  # Envoy's (0 for direct gRPC)
 
 
-@dataclass(frozen=True, slots=True)
-class Load:
-    """One h2load target: where, what body, which headers, HTTP/1.1 or h2c."""
-
-    url: str
-    body: Path
-    headers: tuple[str, ...]
-    h1: bool
-
-
 def _inputs(model: str) -> dict[str, np.ndarray]:
     if model == "digits":
         return {"input": load_digits().data[:1].astype(np.float32)}
     zeros = np.zeros((1, TOKENS), np.int64)
     return {name: zeros for name in ("input_ids", "attention_mask", "token_type_ids")}
-
-
-def _grpc_request(model: str, inputs: dict[str, np.ndarray]) -> bytes:
-    """A typed-contents ModelInferRequest, gRPC-framed (flag byte, big-endian length)."""
-    request = pb.ModelInferRequest(model_name=model)
-    for name, array in inputs.items():
-        datatype = "FP32" if array.dtype == np.float32 else "INT64"
-        tensor = request.inputs.add(name=name, datatype=datatype, shape=array.shape)
-        field = (
-            tensor.contents.fp32_contents if datatype == "FP32" else tensor.contents.int64_contents
-        )
-        field.extend(array.ravel().tolist())
-    message = request.SerializeToString()
-    return struct.pack(">BI", 0, len(message)) + message
 
 
 def _v2(inputs: dict[str, np.ndarray], binary: bool) -> tuple[bytes, tuple[str, ...]]:
@@ -117,15 +90,8 @@ def _v2(inputs: dict[str, np.ndarray], binary: bool) -> tuple[bytes, tuple[str, 
 
 def _loads(model: str, server: str, gateway: RunningGateway, work: Path) -> dict[str, Load]:
     inputs = _inputs(model)
-    (work / f"{model}.grpc").write_bytes(_grpc_request(model, inputs))
-    loads = {
-        "grpc": Load(
-            f"http://{server}{METHOD}",
-            work / f"{model}.grpc",
-            ("content-type: application/grpc", "te: trailers"),
-            h1=False,
-        )
-    }
+    (work / f"{model}.grpc").write_bytes(h2load.grpc_request(model, inputs))
+    loads = {"grpc": Load(f"http://{server}{INFER}", work / f"{model}.grpc", GRPC_HEADERS, False)}
     for form in ("json", "binary") if model == "digits" else ("binary",):
         body, headers = _v2(inputs, form == "binary")
         (work / f"{model}.{form}").write_bytes(body)
@@ -133,38 +99,17 @@ def _loads(model: str, server: str, gateway: RunningGateway, work: Path) -> dict
         loads[f"rest-{form}"] = Load(url, work / f"{model}.{form}", headers, h1=True)
     if model == "digits":
         headers = ("content-type: application/grpc-web+proto", "x-grpc-web: 1")
-        loads["grpc-web"] = Load(f"{gateway.url}{METHOD}", work / f"{model}.grpc", headers, h1=True)
+        loads["grpc-web"] = Load(f"{gateway.url}{INFER}", work / f"{model}.grpc", headers, h1=True)
     return loads
 
 
 def _h2load(
     model: str, path: str, load: Load, args: argparse.Namespace, pids: tuple[int, int]
 ) -> Row:
-    seconds = args.seconds * WINDOW_SCALE.get(model, 1)
-    command = [
-        "h2load",
-        *("-D", str(seconds), "--warm-up-time", "1"),
-        *("-c", str(args.concurrency), "-m", "1", "-t", "1"),
-        *("-d", str(load.body)),
-        *(item for header in load.headers for item in ("-H", header)),
-        *(["--h1"] if load.h1 else []),
-        load.url,
-    ]
-    before = [launch.cpu_seconds(pid) for pid in pids]
-    out = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60)
-    server_s, envoy_s = (launch.cpu_seconds(pid) - b for pid, b in zip(pids, before, strict=True))
-    if out.returncode != 0:
-        raise RuntimeError(f"h2load failed: {' '.join(command)}\n{out.stdout}{out.stderr}")
-    rate = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out.stdout)
-    done = re.search(r"\d+ succeeded, (\d+) failed", out.stdout)
-    codes = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out.stdout)
-    if rate is None or done is None or codes is None:
-        raise RuntimeError(f"unexpected h2load output:\n{out.stdout}")
-    ok = int(codes.group(1))
-    failed = int(done.group(1)) + sum(int(n) for n in codes.groups()[1:])  # no reply, or not 2xx
-    per_reply = 1e6 / max(ok, 1)  # warm-up replies count too: a slight overestimate
+    outcome = h2load.run(load, args.concurrency, args.seconds * WINDOW_SCALE.get(model, 1), pids)
+    server_us, envoy_us = outcome.cpu_us
     return Row(
-        model, path, float(rate.group(1)), ok, failed, server_s * per_reply, envoy_s * per_reply
+        model, path, outcome.throughput, outcome.succeeded, outcome.failed, server_us, envoy_us
     )
 
 

@@ -201,13 +201,18 @@ def _stop(process: subprocess.Popen[str]) -> None:
 
 def listener_pid(port: int) -> int:
     """The process listening on a loopback port (ss, from iproute2)."""
+    return listener_pids(port)[0]
+
+
+def listener_pids(port: int) -> list[int]:
+    """Every process listening on a loopback port: several share it with SO_REUSEPORT."""
     out = subprocess.run(
         ["ss", "-ltnpH", f"sport = :{port}"], capture_output=True, text=True, check=True
     ).stdout
-    found = re.search(r"pid=(\d+)", out)
-    if found is None:
+    found = sorted({int(pid) for pid in re.findall(r"pid=(\d+)", out)})
+    if not found:
         raise RuntimeError(f"nothing listens on port {port}: {out!r}")
-    return int(found.group(1))
+    return found
 
 
 def cpu_seconds(pid: int) -> float:

@@ -7,6 +7,7 @@ timing is involved. (A lone request would wait 30 s: every test sends pairs.)
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeAlias
@@ -140,3 +141,46 @@ def test_concurrent_requests_on_a_real_model_get_their_own_rows(
         outputs = decode(outcome)
         assert outputs["label"].tolist() == [labels[i]]
         np.testing.assert_allclose(outputs["probabilities"][0], probabilities[i], rtol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def padding_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """minilm as shipped, but a batch leaves only when it holds 16 requests."""
+    model = tmp_path_factory.mktemp("padding") / "minilm"
+    (model / "1").mkdir(parents=True)
+    shutil.copy(ROOT / "models" / "minilm" / "1" / "model.onnx", model / "1" / "model.onnx")
+    config = (ROOT / "models" / "minilm" / "config.yaml").read_text()
+    config = config.replace("max_batch_size: 32", "max_batch_size: 16")
+    config = config.replace("max_queue_delay_us: 0", "max_queue_delay_us: 30000000")
+    (model / "config.yaml").write_text(config)
+    with start_server(model.parent) as server:
+        yield server
+
+
+def test_sequences_of_different_lengths_share_a_padded_batch_and_get_their_own_states(
+    padding_server: ServerProcess,
+    default_stub: Stub,
+    connect: Callable[[ServerProcess], grpc.Channel],
+    raw_request: MakeRequest,
+    decode: Decode,
+) -> None:
+    """16 token sequences of lengths 1 to 16 (one bucket) leave as one batch, padded to 16;
+    each gets last_hidden_state of its own length, equal to minilm's answer to it alone."""
+    rng = np.random.default_rng(7)
+    requests = []
+    for length in range(1, 17):
+        ids = rng.integers(1000, 20000, (1, length), dtype=np.int64)
+        feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+        feeds["token_type_ids"] = np.zeros_like(ids)
+        requests.append(raw_request("minilm", feeds))
+    padded = Stub(connect(padding_server))
+    statistics = service_pb2.ModelStatisticsRequest(name="minilm")
+    outcomes = send_together(padded, requests)
+    [stats] = padded.ModelStatistics(statistics).model_stats
+    assert [(b.batch_size, b.compute_infer.count) for b in stats.batch_stats] == [(16, 1)]
+    for length, (request, outcome) in enumerate(zip(requests, outcomes, strict=True), 1):
+        assert isinstance(outcome, service_pb2.ModelInferResponse), outcome
+        states = decode(outcome)["last_hidden_state"]
+        assert states.shape == (1, length, 384)
+        alone = decode(default_stub.ModelInfer(request, timeout=WAIT_S))["last_hidden_state"]
+        np.testing.assert_allclose(states, alone, atol=1e-5)
