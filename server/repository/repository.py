@@ -53,7 +53,10 @@ def fingerprint(directory: Path) -> Fingerprint:
     prints = []
     for path in sorted(directory.rglob("*")):
         if path.is_file():
-            stat = path.stat()
+            try:
+                stat = path.stat()
+            except FileNotFoundError:
+                continue  # removed since it was listed: it is not there
             prints.append((str(path.relative_to(directory)), stat.st_mtime_ns, stat.st_size))
     return tuple(prints)
 
@@ -204,6 +207,17 @@ class Repository:
                 "start the server with --model-control-mode explicit to use it"
             )
 
+    # --- what poll mode changes (server.repository.poller) ------------------------------
+
+    async def reload(self, name: str) -> None:
+        """Load or reload `name` from its directory, whatever the control mode, as a task
+        the repository owns: stopping the poller cannot leave its states at LOADING."""
+        await self._owned(self.apply(name))
+
+    async def remove(self, name: str) -> None:
+        """The model's directory is gone: stop serving it and forget it, as an owned task."""
+        await self._owned(self._remove(name))
+
     async def _owned(self, work: Coroutine[Any, Any, None]) -> None:
         """Run `work` as a task of the repository's: cancelling the caller does not stop it."""
         task = asyncio.get_running_loop().create_task(work)
@@ -283,8 +297,7 @@ class Repository:
             model.states = {str(n): (UNAVAILABLE, "unloaded") for n in old}
         log.info("unloaded model", extra={"model": name})
 
-    async def remove(self, name: str) -> None:
-        """The model's directory is gone (poll mode): stop serving it and forget it."""
+    async def _remove(self, name: str) -> None:
         model = self._models.get(name)
         if model is None:
             return

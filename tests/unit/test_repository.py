@@ -7,6 +7,7 @@ path, and fails where a test tells it to.
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 import threading
 from pathlib import Path
@@ -28,8 +29,9 @@ from server.core.model_config import ModelConfig
 from server.core.models import IndexEntry, Outputs
 from server.core.statistics import BatcherStatistics, ModelStats
 from server.core.tensors import Signature, TensorSpec
-from server.repository.poller import Poller
-from server.repository.repository import Repository
+from server.repository import poller as poller_module
+from server.repository.poller import Poller, Snapshot
+from server.repository.repository import Fingerprint, Repository
 
 FP32 = datatypes.BY_NAME["FP32"]
 SIGNATURE = Signature(0, (TensorSpec("x", FP32, (1,)),), (TensorSpec("y", FP32, (1,)),))
@@ -404,3 +406,97 @@ async def test_the_poller_follows_the_directory(
         assert len(factory.built) == built
     finally:
         await poller.stop()
+
+
+async def test_a_failed_poll_is_logged_once_and_the_poller_keeps_polling(
+    repository: Repository, root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    await repository.start()
+    poller = Poller(repository, 0.01)
+    poller.start()
+    real, calls = poller.scan, 0
+
+    def flaky() -> Snapshot:
+        nonlocal calls
+        calls += 1
+        if calls <= 5:
+            raise FileNotFoundError("a model directory was removed while it was listed")
+        return real()
+
+    poller.scan = flaky  # type: ignore[method-assign]
+    try:
+        with caplog.at_level(logging.INFO, logger="server.repository.poller"):
+            add_version(root, "c", 1)
+            while not repository.versions("c"):
+                await asyncio.sleep(0.01)
+        assert calls > 5
+        failed = [r for r in caplog.records if r.getMessage().startswith("repository poll failed")]
+        assert len(failed) == 1  # five failures in a row, logged once (rate-limited)
+        assert failed[0].levelno == logging.WARNING
+        assert failed[0].exc_info is not None
+        assert any(r.getMessage() == "repository poll recovered" for r in caplog.records)
+        assert served(repository, "c") == [1]
+    finally:
+        await poller.stop()
+
+
+async def test_a_directory_that_vanishes_mid_scan_is_gone_and_the_rest_still_polls(
+    repository: Repository, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await repository.start()
+    poller = Poller(repository, 3600)
+    poller.start()
+    real = poller_module._versions
+
+    def vanishing(model_dir: Path) -> dict[str, Fingerprint]:
+        if model_dir.name == "b":  # listed, then removed before its versions are read
+            shutil.rmtree(model_dir)
+        return real(model_dir)
+
+    monkeypatch.setattr(poller_module, "_versions", vanishing)
+    add_version(root, "a", 3)
+    await poller.poll()
+    with pytest.raises(ModelNotFound):
+        repository.resolve("b")
+    assert served(repository, "a") == [3]
+    await poller.stop()
+
+
+async def test_a_vanished_root_fails_the_poll_and_leaves_every_model_serving(
+    repository: Repository, root: Path
+) -> None:
+    await repository.start()
+    poller = Poller(repository, 3600)
+    poller.start()
+    shutil.move(root, root.with_name("elsewhere"))
+    with pytest.raises(FileNotFoundError, match="is not a directory"):
+        await poller.poll()
+    assert served(repository, "a") == [2]
+    assert served(repository, "b") == [1, 3]
+    shutil.move(root.with_name("elsewhere"), root)
+    await poller.poll()  # back: nothing changed, nothing removed
+    assert served(repository, "a") == [2]
+    await poller.stop()
+
+
+async def test_stopping_the_poller_mid_load_leaves_the_load_to_finish(root: Path) -> None:
+    release = threading.Event()
+
+    def slow(name: str, number: int, config: ModelConfig, path: Path) -> FakeVersion:
+        if name == "c":
+            release.wait(10)
+        return FakeVersion(name, number, config, path)
+
+    repository = Repository(root, slow, rpc_control=False, mode="poll")
+    await repository.start()
+    poller = Poller(repository, 0.01)
+    poller.start()
+    add_version(root, "c", 1)
+    while not any(e.name == "c" and e.state == "LOADING" for e in repository.index()):
+        await asyncio.sleep(0.01)
+    await poller.stop()  # cancels the poll that waits on the load
+    release.set()
+    while any(e.state == "LOADING" for e in repository.index()):
+        await asyncio.sleep(0.01)
+    assert served(repository, "c") == [1]
+    assert [e for e in repository.index() if e.name == "c"] == [IndexEntry("c", "1", "READY", "")]
