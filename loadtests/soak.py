@@ -461,6 +461,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-growth", type=float, default=5.0, help="RSS growth target, %%")
     args = parser.parse_args(argv)
 
+    # A SIGTERM (a CI timeout, kill) unwinds like Ctrl-C, so that the server is stopped too.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     server = start_server(args.workers)
     try:
         result = uvloop.run(soak(args, server))
