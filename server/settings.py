@@ -2,8 +2,17 @@
 
 A frozen dataclass; each field's `help` is what `--help` shows. Flags win over
 `INFERENCE_<FIELD>` environment variables, which win over defaults. Values are parsed by
-the field's type, so "false" is false and a bad environment value is an error that
-names the variable.
+the field's type (`PARSERS`), so "false" is false and a bad environment value is an error
+that names the variable; so is a value out of range, when it came from the environment.
+
+Why not pydantic-settings: this needs three things from it, and the standard library
+already has them. argparse gives `--help` with each field's description, `choices` and
+error exits; the parser table turns text into each field's type (booleans included,
+which `type=bool` gets wrong); a frozen, slotted dataclass keeps the settings immutable
+and cheap to pass down. pydantic-settings would add pydantic and its compiled core to
+every server image for that, and its command-line source is newer and less settled than
+argparse. If settings ever need nested models or secrets files, that is the time to
+reconsider.
 """
 
 from __future__ import annotations
@@ -14,7 +23,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, NoReturn, get_type_hints
 
 ENV_PREFIX = "INFERENCE_"
 
@@ -324,6 +333,27 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+_UNSET: Any = object()  # a flag that was not given
+
+
+class _Origins:
+    """Where each setting's value came from, so that an error names what the user set:
+    the environment variable when the value came from there, the flag otherwise."""
+
+    def __init__(self, parser: argparse.ArgumentParser) -> None:
+        self._parser = parser
+        self.from_env: set[str] = set()
+
+    def name(self, setting: str) -> str:
+        if setting in self.from_env:
+            return f"environment variable {ENV_PREFIX}{setting.upper()}"
+        return _flag(setting)
+
+    def error(self, text: str, *settings: str) -> NoReturn:
+        """Exit with `text`, its `{}` filled with the names of `settings`."""
+        self._parser.error(text.format(*(self.name(setting) for setting in settings)))
+
+
 def parse(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     environ = os.environ if environ is None else environ
     parser = argparse.ArgumentParser(
@@ -331,13 +361,14 @@ def parse(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None =
         description="Open Inference Protocol (KServe V2) gRPC server for ONNX models",
     )
     types = get_type_hints(Settings)
+    from_env: dict[str, Any] = {}
     for setting in dataclasses.fields(Settings):
         convert = PARSERS[types[setting.name]]
         variable = ENV_PREFIX + setting.name.upper()
         default = setting.default
         if variable in environ:
             try:
-                default = convert(environ[variable])
+                default = from_env[setting.name] = convert(environ[variable])
             except ValueError as exc:
                 parser.error(f"environment variable {variable}: {exc}")
         choices = setting.metadata.get("choices")
@@ -349,64 +380,71 @@ def parse(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None =
             type=str if repeated else convert,
             action="append" if repeated else "store",
             choices=choices,
-            default=None if repeated else default,
+            default=None if repeated else _UNSET,  # append needs None
             metavar="NAME" if repeated else setting.name.split("_")[-1].upper(),
             help=f"{setting.metadata['help']} (env {variable}; default: {_shown(default)})",
         )
     values = vars(parser.parse_args(argv))
+    origins = _Origins(parser)
     for setting in dataclasses.fields(Settings):
-        if values[setting.name] is None:  # a repeatable flag that was not given
-            values[setting.name] = setting.default
-            variable = ENV_PREFIX + setting.name.upper()
-            if variable in environ:
-                values[setting.name] = _names(environ[variable])
-        elif isinstance(values[setting.name], list):
-            values[setting.name] = tuple(values[setting.name])
+        value = values[setting.name]
+        if value is _UNSET or value is None:  # not given on the command line
+            if setting.name in from_env:
+                value = from_env[setting.name]
+                origins.from_env.add(setting.name)
+            else:
+                value = setting.default
+        elif isinstance(value, list):  # a repeatable flag, given at least once
+            value = tuple(value)
+        values[setting.name] = value
     settings = Settings(**values)
-    if settings.workers < 1:
-        parser.error("--workers must be at least 1")
-    if not 0 <= settings.grpc_port <= 65535:
-        parser.error("--grpc-port must be 0..65535")
-    if settings.load_model and settings.model_control_mode != "explicit":
-        parser.error("--load-model needs --model-control-mode explicit")
-    if settings.repository_poll_secs <= 0:
-        parser.error("--repository-poll-secs must be positive")
-    if settings.shutdown_grace_s < 0 or settings.shutdown_delay_s < 0:
-        parser.error("--shutdown-grace-s and --shutdown-delay-s must not be negative")
-    if settings.max_stream_requests < 1:
-        parser.error("--max-stream-requests must be at least 1")
-    if not 0 <= settings.metrics_port <= 65535:
-        parser.error("--metrics-port must be 0..65535")
-    if not 0.0 <= settings.trace_sample_ratio <= 1.0:
-        parser.error("--trace-sample-ratio must be between 0 and 1")
-    if not 0.0 <= settings.access_log_sample <= 1.0:
-        parser.error("--access-log-sample must be between 0 and 1")
-    _check_security(settings, parser)
+    _check(settings, origins)
+    _check_security(settings, origins)
     return settings
 
 
-def _check_security(settings: Settings, parser: argparse.ArgumentParser) -> None:
+def _check(settings: Settings, origins: _Origins) -> None:
+    if settings.workers < 1:
+        origins.error("{} must be at least 1", "workers")
+    for port in ("grpc_port", "metrics_port"):
+        if not 0 <= getattr(settings, port) <= 65535:
+            origins.error("{} must be 0..65535", port)
+    if settings.load_model and settings.model_control_mode != "explicit":
+        origins.error("{} needs {} explicit", "load_model", "model_control_mode")
+    if settings.repository_poll_secs <= 0:
+        origins.error("{} must be positive", "repository_poll_secs")
+    if settings.max_stream_requests < 1:
+        origins.error("{} must be at least 1", "max_stream_requests")
+    for name in ("shutdown_grace_s", "shutdown_delay_s"):
+        if getattr(settings, name) < 0:
+            origins.error("{} must not be negative", name)
+    for ratio in ("trace_sample_ratio", "access_log_sample"):
+        if not 0.0 <= getattr(settings, ratio) <= 1.0:
+            origins.error("{} must be between 0 and 1", ratio)
+
+
+def _check_security(settings: Settings, origins: _Origins) -> None:
     jwt = settings.jwt_secret_file or settings.jwt_jwks_file
     if jwt and not (settings.jwt_issuer and settings.jwt_audience):
-        parser.error("JWT authentication needs --jwt-issuer and --jwt-audience")
+        origins.error("JWT authentication needs {} and {}", "jwt_issuer", "jwt_audience")
     if bool(settings.tls_cert_file) != bool(settings.tls_key_file):
-        parser.error("--tls-cert-file and --tls-key-file go together")
+        origins.error("{} and {} go together", "tls_cert_file", "tls_key_file")
     if settings.tls_client_ca_file and not settings.tls_cert_file:
-        parser.error("--tls-client-ca-file (mutual TLS) needs --tls-cert-file and --tls-key-file")
-    if settings.rate_limit < 0 or settings.rate_burst < 0:
-        parser.error("--rate-limit and --rate-burst must not be negative")
-    positive = (
+        origins.error(
+            "{} (mutual TLS) needs {} and {}", "tls_client_ca_file", "tls_cert_file", "tls_key_file"
+        )
+    for name in (
         "max_batch_rows",
         "max_element_bytes",
         "max_metadata_bytes",
         "max_concurrent_rpcs",
-    )
-    if settings.max_concurrent_streams < 0:
-        parser.error("--max-concurrent-streams must not be negative")
-    for name in positive:
+    ):
         if getattr(settings, name) < 1:
-            parser.error(f"{_flag(name)} must be at least 1")
+            origins.error("{} must be at least 1", name)
     for name in (
+        "rate_limit",
+        "rate_burst",
+        "max_concurrent_streams",
         "jwt_leeway_s",
         "security_reload_s",
         "keepalive_min_ping_interval_s",
@@ -415,4 +453,4 @@ def _check_security(settings: Settings, parser: argparse.ArgumentParser) -> None
         "max_connection_age_grace_s",
     ):
         if getattr(settings, name) < 0:
-            parser.error(f"{_flag(name)} must not be negative")
+            origins.error("{} must not be negative", name)

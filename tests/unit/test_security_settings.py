@@ -37,7 +37,7 @@ def test_a_rate_limit_alone_installs_the_interceptor() -> None:
         (["--jwt-jwks-file", "j", "--jwt-issuer", "i"], "needs --jwt-issuer and --jwt-audience"),
         (["--tls-cert-file", "c"], "--tls-cert-file and --tls-key-file go together"),
         (["--tls-client-ca-file", "ca"], "--tls-client-ca-file (mutual TLS) needs"),
-        (["--rate-limit", "-1"], "--rate-limit and --rate-burst must not be negative"),
+        (["--rate-limit", "-1"], "--rate-limit must not be negative"),
         (["--max-batch-rows", "0"], "--max-batch-rows must be at least 1"),
         (["--max-connection-age-s", "-1"], "--max-connection-age-s must not be negative"),
     ],
