@@ -451,6 +451,29 @@ def test_sentence_embedding_over_grpc_web_equals_grpc(
     np.testing.assert_allclose(embeddings, _embed(default_client, GUITAR, PARAPHRASE), atol=1e-5)
 
 
+PIPELINES = ("sentence_embedding", "digit_from_png", "text_direction_from_image")
+
+
+@pytest.mark.parametrize("name", PIPELINES)
+def test_a_pipelines_config_is_an_ensembles_over_grpc_and_rest(
+    gateway: RunningGateway, default_client: triton.InferenceServerClient, name: str
+) -> None:
+    """As Triton reports an ensemble: platform "ensemble", an empty backend, and no instance
+    groups or dynamic batching; the same over V2 REST."""
+    config = default_client.get_model_config(name).config
+    assert (config.platform, config.backend) == ("ensemble", "")
+    assert not config.instance_group and config.WhichOneof("scheduling_choice") is None
+    with httpx.Client(base_url=gateway.url, timeout=30) as http:
+        reply = http.get(f"/v2/models/{name}/config")
+    assert reply.status_code == 200, reply.text
+    document = reply.json()
+    assert (document["name"], document["platform"], document["backend"]) == (name, "ensemble", "")
+    assert document["max_batch_size"] == config.max_batch_size
+    assert "instance_group" not in document and "dynamic_batching" not in document
+    assert [i["name"] for i in document["input"]] == [i.name for i in config.input]
+    assert [o["name"] for o in document["output"]] == [o.name for o in config.output]
+
+
 def test_sentence_embedding_over_rest_equals_grpc(
     gateway: RunningGateway, default_client: triton.InferenceServerClient
 ) -> None:

@@ -183,6 +183,12 @@ async def test_metadata_and_config_describe_the_pipeline_itself(served: Served) 
     config = (await served.stub.ModelConfig(pb.ModelConfigRequest(name="scaled"))).config
     assert (config.platform, config.max_batch_size) == ("ensemble", 8)
     assert [(i.name, i.data_type, list(i.dims)) for i in config.input] == [("x", mc.TYPE_FP32, [4])]
+    # As Triton reports an ensemble: no backend, instance groups or dynamic batching.
+    assert config.backend == "" and not config.instance_group
+    assert config.WhichOneof("scheduling_choice") is None
+    model = (await served.stub.ModelConfig(pb.ModelConfigRequest(name="linear"))).config
+    assert model.backend == "onnxruntime" and model.HasField("dynamic_batching")
+    assert [g.count for g in model.instance_group] == [1]
 
 
 async def test_classification_applies_to_pipeline_and_model_outputs(served: Served) -> None:

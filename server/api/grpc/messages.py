@@ -8,11 +8,11 @@ from __future__ import annotations
 from inference import grpc_service_pb2 as pb
 from inference import model_config_pb2 as mc
 from server.core.dataplane import ModelMetadata, ServerInfo, TensorMetadata
-from server.core.model_config import VersionPolicy
+from server.core.model_config import ENSEMBLE, VersionPolicy
 from server.core.models import IndexEntry, ServedModel
 from server.core.statistics import Duration
 
-BACKEND = "onnxruntime"
+BACKEND = "onnxruntime"  # every model but a pipeline, whose backend is empty (Triton's ensembles)
 
 
 def server_metadata(info: ServerInfo) -> pb.ServerMetadataResponse:
@@ -38,12 +38,15 @@ def model_metadata(metadata: ModelMetadata) -> pb.ModelMetadataResponse:
 
 
 def model_config(version: ServedModel) -> pb.ModelConfigResponse:
+    """As Triton reports it; a pipeline as Triton reports an ensemble: no backend, no
+    instance groups and no dynamic batching (its steps batch, not the pipeline)."""
     config = version.config
     signature = version.signature
+    ensemble = config.platform == ENSEMBLE
     message = mc.ModelConfig(
         name=version.name,
         platform=config.platform,
-        backend=BACKEND,
+        backend="" if ensemble else BACKEND,
         version_policy=_version_policy(config.version_policy),
         max_batch_size=config.max_batch_size,
         input=[
@@ -61,13 +64,13 @@ def model_config(version: ServedModel) -> pb.ModelConfigResponse:
             )
             for s in signature.outputs
         ],
-        instance_group=[
-            mc.ModelInstanceGroup(
-                name=f"{version.name}_0",
-                count=config.instances,
-                kind=mc.ModelInstanceGroup.KIND_CPU,
-            )
-        ],
+    )
+    if ensemble:
+        return pb.ModelConfigResponse(config=message)
+    message.instance_group.append(
+        mc.ModelInstanceGroup(
+            name=f"{version.name}_0", count=config.instances, kind=mc.ModelInstanceGroup.KIND_CPU
+        )
     )
     if config.max_batch_size > 0:
         batching = config.batching

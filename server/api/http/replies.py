@@ -14,12 +14,12 @@ from typing import Any
 import orjson
 
 from server.core.dataplane import ModelMetadata, ServerInfo, TensorMetadata
-from server.core.model_config import VersionPolicy
+from server.core.model_config import ENSEMBLE, VersionPolicy
 from server.core.models import IndexEntry, ServedModel
 from server.core.statistics import Duration
 from server.core.tensors import TensorSpec
 
-BACKEND = "onnxruntime"
+BACKEND = "onnxruntime"  # every model but a pipeline, whose backend is empty (Triton's ensembles)
 
 
 def _json(value: Any) -> bytes:
@@ -85,20 +85,25 @@ def _version_policy(policy: VersionPolicy) -> dict[str, Any]:
 
 
 def model_config(version: ServedModel) -> bytes:
+    """A pipeline as Triton prints an ensemble: an empty backend, no instance groups and no
+    dynamic batching (its steps batch, not the pipeline)."""
     config = version.config
     signature = version.signature
+    ensemble = config.platform == ENSEMBLE
     document: dict[str, Any] = {
         "name": version.name,
         "platform": config.platform,
-        "backend": BACKEND,
+        "backend": "" if ensemble else BACKEND,
         "version_policy": _version_policy(config.version_policy),
         "max_batch_size": config.max_batch_size,
         "input": [_config_input(s) for s in signature.inputs],
         "output": [_config_output(s) for s in signature.outputs],
-        "instance_group": [
-            {"name": f"{version.name}_0", "kind": "KIND_CPU", "count": config.instances}
-        ],
     }
+    if ensemble:
+        return _json(document)
+    document["instance_group"] = [
+        {"name": f"{version.name}_0", "kind": "KIND_CPU", "count": config.instances}
+    ]
     if config.max_batch_size > 0:
         batching = config.batching
         document["dynamic_batching"] = {
