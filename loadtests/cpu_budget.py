@@ -1,8 +1,9 @@
 """CPU time and context switches per request, by thread, at a fixed request rate: the
 server on digits against the no-op server (ceiling A), and optionally against the server
-at another git revision, in alternating rounds of one run.
+at another git revision, in alternating rounds of one run. `--model` drives another model
+instead (with the bench's inputs, loadtests/workloads.py), without the no-op server.
 
-    python -m loadtests.cpu_budget [--rate 1500] [--rounds 3] [--window-ms 3000]
+    python -m loadtests.cpu_budget [--model digits] [--rate 1500] [--rounds 3] [--window-ms 3000]
         [--against REV] [--server-args "--max-concurrent-rpcs 0"]
         [--variant "no-metrics=--metrics false" ...]
 
@@ -39,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loadtests.launch import ROOT, Server, noop_server, real_server, server_in
+from loadtests.workloads import SMALL, WORKLOADS
 
 TICKS = os.sysconf("SC_CLK_TCK")
 THROUGHPUT = "infer/s"
@@ -77,7 +79,7 @@ def _comm(stat: str) -> str:
     return stat[stat.index("(") + 1 : stat.rindex(")")]
 
 
-def _load(port: int, load: tuple[str, str], window_ms: int) -> tuple[float, float]:
+def _load(port: int, load: tuple[str, ...], window_ms: int) -> tuple[float, float]:
     """Drive `port` for three windows; returns the wall seconds and perf_analyzer's
     inferences/s."""
     started = time.monotonic()
@@ -86,7 +88,7 @@ def _load(port: int, load: tuple[str, str], window_ms: int) -> tuple[float, floa
         ran = subprocess.run(
             [
                 str(PERF_ANALYZER),
-                *("-m", "digits", "-i", "grpc", "-u", f"127.0.0.1:{port}", *load),
+                *("-i", "grpc", "-u", f"127.0.0.1:{port}", *load),
                 *("-p", str(window_ms), "--stability-percentage", "1000", "--max-trials", "3"),
                 *("-f", str(report)),
             ],
@@ -102,7 +104,7 @@ def _load(port: int, load: tuple[str, str], window_ms: int) -> tuple[float, floa
     return time.monotonic() - started, throughput
 
 
-def measure(server: Server, load: tuple[str, str], window_ms: int) -> dict[str, Usage]:
+def measure(server: Server, load: tuple[str, ...], window_ms: int) -> dict[str, Usage]:
     """µs of CPU and context switches per request, per thread group and in total; the
     throughput rides along as `infer/s` (its cpu_s field)."""
     before = threads(server.pid)
@@ -149,6 +151,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--concurrency", type=int, help="closed loop with this many requests in flight instead"
     )
+    parser.add_argument(
+        "--model",
+        default=SMALL,
+        choices=sorted(WORKLOADS),
+        help="the model to load and drive; the no-op server (digits' replies) runs only for digits",
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--window-ms", type=int, default=3000)
     parser.add_argument("--against", metavar="REV", help="also measure the server at REV")
@@ -164,18 +172,19 @@ def main(argv: list[str] | None = None) -> int:
     if not PERF_ANALYZER.exists():
         print("perf_analyzer is missing: run `make perf-analyzer`", file=sys.stderr)
         return 2
-    flags = ("--load-model", "digits", *args.server_args.split())
+    flags = ("--load-model", args.model, *args.server_args.split())
     load = (
-        ("--concurrency-range", f"{args.concurrency}:{args.concurrency}")
-        if args.concurrency
-        else ("--request-rate-range", f"{args.rate}:{args.rate}")
+        *("-m", args.model, *WORKLOADS[args.model].perf_analyzer_args()),
+        *(
+            ("--concurrency-range", f"{args.concurrency}:{args.concurrency}")
+            if args.concurrency
+            else ("--request-rate-range", f"{args.rate}:{args.rate}")
+        ),
     )
     results: dict[str, list[dict[str, Usage]]] = defaultdict(list)
     with contextlib.ExitStack() as stack:
-        servers = {
-            "noop": stack.enter_context(noop_server(1)),
-            "server": stack.enter_context(real_server(1, "models", *flags)),
-        }
+        servers = {"noop": stack.enter_context(noop_server(1))} if args.model == SMALL else {}
+        servers["server"] = stack.enter_context(real_server(1, "models", *flags))
         for variant in args.variant:
             name, _, more = variant.partition("=")
             servers[name] = stack.enter_context(real_server(1, "models", *flags, *more.split()))
@@ -193,17 +202,19 @@ def main(argv: list[str] | None = None) -> int:
                     file=sys.stderr,
                     flush=True,
                 )
-    report(results, f"concurrency {args.concurrency}" if args.concurrency else f"{args.rate}/s")
+    load_name = f"concurrency {args.concurrency}" if args.concurrency else f"{args.rate}/s"
+    report(results, f"{args.model} at {load_name}")
     return 0
 
 
 def report(results: dict[str, list[dict[str, Usage]]], load: str) -> None:
     """Medians over the rounds, per thread group; groups under 1 µs are left out."""
-    print(f"digits at {load}, medians of {len(results['noop'])} rounds")
+    print(f"{load}, medians of {len(results['server'])} rounds")
     print(f"{'variant':10s} {'thread':16s} {'CPU us/req':>10s} {'switches/req':>12s}")
-    noop = results["noop"]
-    noop_total = statistics.median(r["total"].cpu_s for r in noop)
-    noop_rate = statistics.median(r[THROUGHPUT].cpu_s for r in noop)
+    base = results.get("noop") or results["server"]  # the ratios' denominator
+    noop_total = statistics.median(r["total"].cpu_s for r in base)
+    noop_rate = statistics.median(r[THROUGHPUT].cpu_s for r in base)
+    against = "noop" if "noop" in results else "server"
     for name, rounds in results.items():
         groups = sorted(
             {g for r in rounds for g in r} - {THROUGHPUT}, key=lambda g: (g == "total", g)
@@ -216,8 +227,8 @@ def report(results: dict[str, list[dict[str, Usage]]], load: str) -> None:
         total = statistics.median(r["total"].cpu_s for r in rounds)
         rate = statistics.median(r[THROUGHPUT].cpu_s for r in rounds)
         print(
-            f"{name:10s} {'x noop':16s} {total / noop_total:10.2f} CPU; "
-            f"{rate:,.0f} infer/s = {rate / noop_rate:.2f}x noop"
+            f"{name:10s} {'x ' + against:16s} {total / noop_total:10.2f} CPU; "
+            f"{rate:,.0f} infer/s = {rate / noop_rate:.2f}x {against}"
         )
 
 
