@@ -16,6 +16,7 @@ import shutil
 from collections.abc import Iterator
 from types import ModuleType
 
+import grpc
 import grpc_web
 import httpx
 import numpy as np
@@ -25,7 +26,7 @@ import tritonclient.grpc.aio as triton_aio
 from PIL import Image, ImageDraw, ImageFont
 from processes import ROOT, ServerProcess, start_server
 from tokenizers import Tokenizer
-from tritonclient.grpc import service_pb2
+from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from gateway import RunningGateway, start_gateway
@@ -239,6 +240,29 @@ def test_bad_input_is_invalid_argument_naming_the_step_and_the_server_stays_corr
     good = _encoded(_text_line("fine")) if name == "image" else GUITAR.encode()
     result = default_client.infer(model, [_bytes_input(name, _texts(good, good))])
     assert result.as_numpy(result.get_response().outputs[0].name).shape[0] == 2
+
+
+@pytest.mark.parametrize("contents", ["raw", "typed"])
+def test_a_png_sent_to_an_unknown_model_is_not_found_not_a_codec_error(
+    default_stub: service_pb2_grpc.GRPCInferenceServiceStub, contents: str
+) -> None:
+    """BYTES are bytes: the codec does not read them as text, so non-UTF-8 elements meet the
+    model lookup first, in raw contents (as tritonclient sends them) and in typed ones."""
+    png = _digit_png(np.full(64, 8.0))
+    with pytest.raises(UnicodeDecodeError):
+        png.decode()
+    request = service_pb2.ModelInferRequest(model_name="no_such_model")
+    request.inputs.add(name="image", datatype="BYTES", shape=[2])
+    if contents == "raw":
+        request.raw_input_contents.append(
+            b"".join(len(p).to_bytes(4, "little") + p for p in (png, b"\xff\xfe"))
+        )
+    else:
+        request.inputs[0].contents.bytes_contents.extend([png, b"\xff\xfe"])
+    with pytest.raises(grpc.RpcError) as info:
+        default_stub.ModelInfer(request, timeout=30)
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND  # type: ignore[attr-defined]
+    assert info.value.details() == "unknown model 'no_such_model'"  # type: ignore[attr-defined]
 
 
 # --- digit_from_png and text_direction_from_image -----------------------------------------
