@@ -2,7 +2,8 @@
 
     python -m loadtests.locust.run [--users 16] [--spawn-rate 8] [--duration 30s]
         [--host http://gateway:8000 --grpc-target server:8001] [--processes N]
-        [--workers N] [--classes "GrpcUser GrpcWebUser"] [--ui] [-- locust arguments]
+        [--workers N] [--classes "GrpcUser GrpcWebUser"] [--results-root DIR] [--ui]
+        [-- locust arguments]
 
 Without `--host`/`--grpc-target` it starts the server (`--workers`, default repository)
 and the gateway in front of it on free loopback ports, and stops both at the end. Headless
@@ -59,7 +60,15 @@ def parse(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, list[s
     )
     parser.add_argument("--processes", type=int, default=0, help="locust worker processes")
     parser.add_argument("--classes", default="", help="user classes, space-separated; default all")
-    parser.add_argument("--results", type=Path, help="default: loadtests/results/<timestamp>")
+    parser.add_argument(
+        "--results-root",
+        type=Path,
+        default=RESULTS,
+        help="where the <timestamp> folder goes (default loadtests/results)",
+    )
+    parser.add_argument(
+        "--results", type=Path, help="the results folder itself; default: <root>/<timestamp>"
+    )
     parser.add_argument("--ui", action="store_true", help="the web UI instead of a headless run")
     parser.add_argument("--web-port", type=int, default=8089)
     args, extra = parser.parse_known_args(argv)
@@ -120,7 +129,7 @@ def tree_cpu_seconds(pid: int) -> float:
 def run(args: argparse.Namespace, extra: list[str]) -> int:
     results = None
     if not args.ui:
-        results = args.results or RESULTS / time.strftime("%Y%m%d-%H%M%S")
+        results = args.results or args.results_root / time.strftime("%Y%m%d-%H%M%S")
         results.mkdir(parents=True, exist_ok=True)
     with targets(args) as found:
         command = locust_command(args, found, results, extra)
