@@ -35,8 +35,9 @@ class ServedModel(Protocol):
     @property
     def version(self) -> int: ...
 
-    @property
-    def config(self) -> ModelConfig: ...
+    # An attribute, not a property: a reload that changes only labels or deprecation keeps
+    # the version and gives it the new config (server.repository.repository.rebuild_key).
+    config: ModelConfig
 
     @property
     def signature(self) -> Signature: ...

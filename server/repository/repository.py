@@ -4,7 +4,8 @@ Loads are atomic: new versions are built and warmed up off the event loop, then 
 with one assignment. Requests already holding the old version finish on it while it
 drains. A failed load leaves whatever was serving in place and records why. A reload
 rebuilds only what changed: a version whose files and config are as they were is kept,
-statistics and all.
+statistics and all. Labels and deprecation do not count as a config change (`rebuild_key`):
+moving a label or deprecating a version applies to the kept versions at once.
 
 Loads and unloads run as tasks the repository owns, so a client that gives up on its RPC
 cannot leave a model half-loaded: the work finishes, and the states stay true.
@@ -17,6 +18,7 @@ explicit unload, or its directory leaving the repository in poll mode, removes i
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -69,11 +71,18 @@ def config_fingerprint(model_dir: Path) -> Fingerprint:
     return ((CONFIG_FILE, stat.st_mtime_ns, stat.st_size),)
 
 
+def rebuild_key(config: ModelConfig) -> ModelConfig:
+    """What a version is built from: its config without the version labels and the
+    deprecation notices, which serving reads from `ServedModel.config` per request, so a
+    reload gives them to the versions it keeps without rebuilding them."""
+    return dataclasses.replace(config, labels={}, deprecated={})
+
+
 @dataclass(slots=True)
 class _Built:
     """The outcome of building one model's versions in a worker thread."""
 
-    config: Fingerprint
+    config: ModelConfig
     labels: dict[str, int]
     versions: dict[int, tuple[ServedModel, Fingerprint]]
     failures: dict[int, str]
@@ -85,7 +94,7 @@ class _Model:
 
     versions: dict[int, ServedModel] = field(default_factory=dict)  # ready ones
     prints: dict[int, Fingerprint] = field(default_factory=dict)  # of the ready ones
-    config_print: Fingerprint = ()
+    built_from: ModelConfig | None = None  # rebuild_key of the ready versions' config
     labels: dict[str, int] = field(default_factory=dict)
     newest: ServedModel | None = None
     states: dict[str, tuple[str, str]] = field(default_factory=dict)  # version -> state
@@ -245,7 +254,7 @@ class Repository:
             old = {n: (served, model.prints[n]) for n, served in model.versions.items()}
             try:
                 built = await asyncio.get_running_loop().run_in_executor(
-                    None, self._build, name, model_dir, model.config_print, old
+                    None, self._build, name, model_dir, model.built_from, old
                 )
             except Exception as exc:
                 self._record_failure(name, model, str(exc))
@@ -264,7 +273,9 @@ class Repository:
             retired = [served for n, (served, _) in old.items() if n not in kept]
             model.versions = {n: served for n, (served, _) in sorted(built.versions.items())}
             model.prints = {n: prints for n, (_, prints) in sorted(built.versions.items())}
-            model.config_print = built.config
+            for number in kept:  # an edit of labels or deprecation only: theirs now
+                model.versions[number].config = built.config
+            model.built_from = rebuild_key(built.config)
             model.labels = built.labels
             model.newest = model.versions[max(model.versions)]
             model.states = {str(n): (READY, "") for n in model.versions}
@@ -290,7 +301,7 @@ class Repository:
                 return
             model.states = {str(n): (UNLOADING, "") for n in old}
             model.versions, model.prints, model.newest = {}, {}, None
-            model.config_print = ()
+            model.built_from = None
             model.expected = False
             self._on_change(name, False)
             await _drain(old.values())
@@ -337,13 +348,13 @@ class Repository:
         self,
         name: str,
         model_dir: Path,
-        old_config: Fingerprint,
+        built_from: ModelConfig | None,
         old: dict[int, tuple[ServedModel, Fingerprint]],
     ) -> _Built:
         """Runs in a thread: parse the config, then build each selected version whose
-        files or config changed, and keep the others."""
-        config_print = config_fingerprint(model_dir)
+        files or config (but for labels and deprecation) changed, and keep the others."""
         config = load_config(model_dir)
+        unchanged = built_from is not None and rebuild_key(config) == built_from
         available = [int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()]
         versions: dict[int, tuple[ServedModel, Fingerprint]] = {}
         failures: dict[int, str] = {}
@@ -351,7 +362,7 @@ class Repository:
             version_dir = model_dir / str(number)
             prints = fingerprint(version_dir)
             previous = old.get(number)
-            if previous is not None and previous[1] == prints and config_print == old_config:
+            if previous is not None and previous[1] == prints and unchanged:
                 versions[number] = previous
                 continue
             try:
@@ -362,7 +373,7 @@ class Repository:
                     extra={"model": name, "version": number, "reason": str(exc)},
                 )
                 failures[number] = f"version {number}: {exc}"
-        return _Built(config_print, dict(config.labels), versions, failures)
+        return _Built(config, dict(config.labels), versions, failures)
 
     def _record_failure(self, name: str, model: _Model, reason: str) -> None:
         log.warning("model failed to load", extra={"model": name, "reason": reason})

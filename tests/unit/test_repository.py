@@ -309,6 +309,45 @@ async def test_a_config_change_rebuilds_every_version(
     assert all(v.config.max_batch_size == 4 for v in after)
 
 
+async def test_a_label_or_deprecation_edit_keeps_every_version_and_applies_at_once(
+    repository: Repository, factory: FakeFactory, root: Path
+) -> None:
+    await repository.start()
+    one, three = repository.versions("b")
+    one.stats.inference_count, three.stats.inference_count = 5, 9
+    built = len(factory.built)
+
+    (root / "b" / "config.yaml").write_text(
+        "version_policy: {all: true}\nlabels: {stable: 1, canary: 3}\n"
+    )
+    await repository.load("b")  # a label edit
+    assert repository.versions("b") == [one, three]  # the same objects: nothing rebuilt
+    assert repository.resolve("b", "stable") is one
+    assert repository.resolve("b", "canary") is three
+
+    (root / "b" / "config.yaml").write_text(
+        "version_policy: {all: true}\nlabels: {stable: 3}\n"
+        "deprecated:\n  - {version: 1, sunset: 2099-06-30, replacement: stable}\n"
+    )
+    await repository.load("b")  # the label moves, and version 1 is deprecated
+    assert repository.versions("b") == [one, three]
+    assert repository.resolve("b", "stable") is three
+    assert one.config.deprecated[1].replacement == "stable"
+    assert three.config.deprecated == one.config.deprecated  # every kept version's config
+    assert dict(three.config.labels) == {"stable": 3}
+    assert len(factory.built) == built
+    assert (one.stats.inference_count, three.stats.inference_count) == (5, 9)
+    assert not one.closed and not three.closed  # type: ignore[attr-defined]
+
+    (root / "b" / "config.yaml").write_text(
+        "version_policy: {all: true}\nlabels: {stable: 3}\nmax_batch_size: 2\n"
+    )
+    await repository.load("b")  # anything else still rebuilds
+    rebuilt = repository.versions("b")
+    assert all(new is not old for new, old in zip(rebuilt, [one, three], strict=True))
+    assert len(factory.built) == built + 2
+
+
 async def test_start_loads_only_the_models_asked_for(repository: Repository) -> None:
     await repository.start(["b"])
     assert served(repository, "b") == [1, 3]
