@@ -5,8 +5,10 @@ core; N processes, each with its own event loop and batchers, use N. The kernel 
 new connections across the processes' listening sockets. The parent only supervises: it
 reserves the port (so that `--grpc-port 0` works), waits until every worker listens,
 forwards SIGINT/SIGTERM, bounds how long each worker may take to stop, and exits
-non-zero if a worker dies on its own. A second signal kills the workers at once. SIGHUP
-goes to every worker that has started, which re-reads its security files.
+non-zero if a worker dies on its own: 2 (a start-up error, as for a lone server) when
+one fails before it listens, 1 when one dies afterwards. A second signal kills the
+workers at once. SIGHUP goes to every worker that has started, which re-reads its
+security files.
 
 Metrics: each worker serves its own on a loopback port it reports when ready, and the
 parent serves them all on --metrics-port, each series labelled with its worker
@@ -131,11 +133,15 @@ def run(settings: Settings) -> int:
     metrics_ports: list[int] = []
     for receive, started in zip(pipes, processes, strict=True):
         ready = _await_ready(receive, started)
-        if ready is None:
-            log.error("a worker failed to start", extra={"worker": started.name})
+        if ready is None:  # a start-up failure, as a lone server's: exit status 2
             stopping = True
             _stop(processes, join_s, signalled)
-            return 1
+            log.error(
+                "a worker failed to start; stopped the others",
+                extra={"event": "startup_failed", "worker": started.name},
+            )
+            reserved.close()
+            return 2
         metrics_ports.append(ready[1])
         serving.append(started)
     endpoint = None

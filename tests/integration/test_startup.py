@@ -102,6 +102,32 @@ def test_a_repository_that_is_a_file_is_a_startup_error(tmp_path: Path, workers:
     assert failure(lines) == f"--model-repository {str(path)!r} is not a directory"
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_worker_that_fails_at_start_up_is_a_startup_error(
+    tmp_path: Path, repository: Path, workers: str
+) -> None:
+    """A bad --api-keys-file fails in each worker, after the supervisor's own checks: the
+    supervisor stops the others and exits 2, as a lone server does, not 1."""
+    keys = tmp_path / "keys.yaml"
+    keys.write_text("garbage: [\n")
+    code, lines = run_to_exit(
+        "--model-repository", str(repository), "--grpc-port", "0", "--metrics-port", "0",
+        "--api-keys-file", str(keys), "--workers", workers,
+    )  # fmt: skip
+    assert code == 2, lines
+    if workers == "1":
+        assert failure(lines).startswith("not valid YAML")
+    else:  # each worker that got that far says why, and the supervisor sums up once
+        failed = [line for line in lines if line.get("event") == "startup_failed"]
+        assert all(line["level"] == "ERROR" for line in failed), lines
+        by_workers = [line for line in failed if isinstance(line.get("worker"), int)]
+        assert by_workers, lines
+        assert all(str(line["message"]).startswith("not valid YAML") for line in by_workers)
+        [summary] = [line for line in failed if not isinstance(line.get("worker"), int)]
+        assert summary["message"] == "a worker failed to start; stopped the others"
+    assert not any(line.get("event") == "listening" for line in lines)
+
+
 @pytest.fixture
 def first_server(repository: Path, request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
     with start_server(repository, "--workers", request.param) as server:
