@@ -213,6 +213,22 @@ SCHEMAS: dict[str, Schema] = {
                 },
                 ["max_queue_delay_microseconds"],
             ),
+            "ensemble_scheduling": _object(
+                {
+                    "step": _array(
+                        _object(
+                            {
+                                "model_name": _STRING,
+                                "model_version": {"type": "integer", "minimum": -1},
+                                "input_map": {"type": "object"},
+                                "output_map": {"type": "object"},
+                            },
+                            ["model_name", "model_version"],
+                        )
+                    )
+                },
+                ["step"],
+            ),
         },
         ["name", "platform", "backend", "max_batch_size", "input", "output"],
         description="The model configuration in Triton's JSON form (what perf_analyzer and "

@@ -78,6 +78,16 @@ class Deprecation:
 
 
 @dataclass(frozen=True, slots=True)
+class ComposingModel:
+    """A model a pipeline calls, as Triton's ensemble_scheduling lists its steps."""
+
+    name: str
+    version: int  # -1: the newest ready one (or a label, resolved per request)
+    input_map: Mapping[str, str]
+    output_map: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
 class StepConfig:
     """One step of a pipeline, as `config.yaml` declares it; execution builds and checks it.
 
@@ -123,3 +133,17 @@ class ModelConfig:
     # label_filename); `labels` would be version labels (stable, canary), as in DESIGN.md.
     class_labels: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     payload_logging: PayloadLogging | None = None  # None: payloads are never logged
+
+    def composing_models(self) -> list[ComposingModel]:
+        """The model steps of a pipeline, in order; its built-in and Python steps are not
+        models, so they are not listed (a client would look them up and find nothing)."""
+        return [
+            ComposingModel(
+                step.target,
+                int(step.version) if step.version.isdigit() else -1,
+                step.input_map,
+                step.output_map,
+            )
+            for step in self.steps
+            if step.kind == "model"
+        ]

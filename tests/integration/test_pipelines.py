@@ -476,17 +476,26 @@ def test_sentence_embedding_over_grpc_web_equals_grpc(
 
 
 PIPELINES = ("sentence_embedding", "digit_from_png", "text_direction_from_image")
+MODEL_OF = {
+    "sentence_embedding": "minilm",
+    "digit_from_png": "digits",
+    "text_direction_from_image": "text_direction",
+}
 
 
 @pytest.mark.parametrize("name", PIPELINES)
 def test_a_pipelines_config_is_an_ensembles_over_grpc_and_rest(
     gateway: RunningGateway, default_client: triton.InferenceServerClient, name: str
 ) -> None:
-    """As Triton reports an ensemble: platform "ensemble", an empty backend, and no instance
-    groups or dynamic batching; the same over V2 REST."""
+    """As Triton reports an ensemble: platform "ensemble", an empty backend, no instance
+    groups or dynamic batching, and its models under ensemble_scheduling (perf_analyzer
+    reads them); the same over V2 REST."""
     config = default_client.get_model_config(name).config
     assert (config.platform, config.backend) == ("ensemble", "")
-    assert not config.instance_group and config.WhichOneof("scheduling_choice") is None
+    assert not config.instance_group
+    assert config.WhichOneof("scheduling_choice") == "ensemble_scheduling"
+    steps = [(s.model_name, s.model_version) for s in config.ensemble_scheduling.step]
+    assert steps == [(MODEL_OF[name], -1)]
     with httpx.Client(base_url=gateway.url, timeout=30) as http:
         reply = http.get(f"/v2/models/{name}/config")
     assert reply.status_code == 200, reply.text
@@ -494,6 +503,11 @@ def test_a_pipelines_config_is_an_ensembles_over_grpc_and_rest(
     assert (document["name"], document["platform"], document["backend"]) == (name, "ensemble", "")
     assert document["max_batch_size"] == config.max_batch_size
     assert "instance_group" not in document and "dynamic_batching" not in document
+    rest_steps = document["ensemble_scheduling"]["step"]
+    assert [(s["model_name"], s["model_version"]) for s in rest_steps] == steps
+    assert [s["input_map"] for s in rest_steps] == [
+        dict(s.input_map) for s in config.ensemble_scheduling.step
+    ]
     assert [i["name"] for i in document["input"]] == [i.name for i in config.input]
     assert [o["name"] for o in document["output"]] == [o.name for o in config.output]
 

@@ -183,9 +183,14 @@ async def test_metadata_and_config_describe_the_pipeline_itself(served: Served) 
     config = (await served.stub.ModelConfig(pb.ModelConfigRequest(name="scaled"))).config
     assert (config.platform, config.max_batch_size) == ("ensemble", 8)
     assert [(i.name, i.data_type, list(i.dims)) for i in config.input] == [("x", mc.TYPE_FP32, [4])]
-    # As Triton reports an ensemble: no backend, instance groups or dynamic batching.
+    # As Triton reports an ensemble: no backend, instance groups or dynamic batching, and
+    # the models it calls (not its other steps) under ensemble_scheduling.
     assert config.backend == "" and not config.instance_group
-    assert config.WhichOneof("scheduling_choice") is None
+    assert config.WhichOneof("scheduling_choice") == "ensemble_scheduling"
+    assert [
+        (s.model_name, s.model_version, dict(s.input_map), dict(s.output_map))
+        for s in config.ensemble_scheduling.step
+    ] == [("linear", -1, {"x": "scaled"}, {})]
     model = (await served.stub.ModelConfig(pb.ModelConfigRequest(name="linear"))).config
     assert model.backend == "onnxruntime" and model.HasField("dynamic_batching")
     assert [g.count for g in model.instance_group] == [1]

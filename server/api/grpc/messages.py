@@ -39,7 +39,8 @@ def model_metadata(metadata: ModelMetadata) -> pb.ModelMetadataResponse:
 
 def model_config(version: ServedModel) -> pb.ModelConfigResponse:
     """As Triton reports it; a pipeline as Triton reports an ensemble: no backend, no
-    instance groups and no dynamic batching (its steps batch, not the pipeline)."""
+    instance groups and no dynamic batching (its steps batch, not the pipeline), and its
+    models under ensemble_scheduling."""
     config = version.config
     signature = version.signature
     ensemble = config.platform == ENSEMBLE
@@ -66,6 +67,13 @@ def model_config(version: ServedModel) -> pb.ModelConfigResponse:
         ],
     )
     if ensemble:
+        for step in config.composing_models():
+            message.ensemble_scheduling.step.add(
+                model_name=step.name,
+                model_version=step.version,
+                input_map=step.input_map,
+                output_map=step.output_map,
+            )
         return pb.ModelConfigResponse(config=message)
     message.instance_group.append(
         mc.ModelInstanceGroup(

@@ -86,7 +86,8 @@ def _version_policy(policy: VersionPolicy) -> dict[str, Any]:
 
 def model_config(version: ServedModel) -> bytes:
     """A pipeline as Triton prints an ensemble: an empty backend, no instance groups and no
-    dynamic batching (its steps batch, not the pipeline)."""
+    dynamic batching (its steps batch, not the pipeline), and its models under
+    ensemble_scheduling."""
     config = version.config
     signature = version.signature
     ensemble = config.platform == ENSEMBLE
@@ -100,6 +101,17 @@ def model_config(version: ServedModel) -> bytes:
         "output": [_config_output(s) for s in signature.outputs],
     }
     if ensemble:
+        document["ensemble_scheduling"] = {
+            "step": [
+                {
+                    "model_name": step.name,
+                    "model_version": step.version,
+                    "input_map": dict(step.input_map),
+                    "output_map": dict(step.output_map),
+                }
+                for step in config.composing_models()
+            ]
+        }
         return _json(document)
     document["instance_group"] = [
         {"name": f"{version.name}_0", "kind": "KIND_CPU", "count": config.instances}
