@@ -135,6 +135,8 @@ test: install-test protos models gateway web perf-analyzer /usr/bin/chromium /us
 bench: protos models gateway perf-analyzer /usr/bin/h2load
 	$(PY) -m loadtests.bench $(BENCH_ARGS)
 	$(PY) -m loadtests.gateway_bench
+	$(PY) -m loadtests.pipeline_bench
+	$(PY) -m loadtests.workers_bench
 	$(PY) -m loadtests.telemetry_bench --rounds 6
 
 # h2load drives REST and gRPC-web through the gateway in `make bench`.

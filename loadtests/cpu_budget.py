@@ -4,7 +4,7 @@ at another git revision, in alternating rounds of one run. `--model` drives anot
 instead (with the bench's inputs, loadtests/workloads.py), without the no-op server.
 
     python -m loadtests.cpu_budget [--model digits] [--rate 1500] [--rounds 3] [--window-ms 3000]
-        [--against REV] [--server-args "--max-concurrent-rpcs 0"]
+        [--against REV ...] [--server-args "--max-concurrent-rpcs 0"]
         [--variant "no-metrics=--metrics false" ...]
 
 Why a fixed rate: at a fixed rate a process's CPU time per request is what the request
@@ -29,6 +29,7 @@ import contextlib
 import csv
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -126,15 +127,28 @@ def measure(server: Server, load: tuple[str, ...], window_ms: int) -> dict[str, 
     return per_request
 
 
+def _built_models(configs: Path, into: Path) -> None:
+    """The models a revision knows, with its files and the version directories built here."""
+    for model in sorted(p for p in configs.iterdir() if p.is_dir()):
+        built = ROOT / "models" / model.name
+        if not built.is_dir():
+            continue
+        shutil.copytree(model, into / model.name)
+        for version in built.iterdir():
+            if version.is_dir() and version.name.isdigit():
+                shutil.copytree(version, into / model.name / version.name, dirs_exist_ok=True)
+
+
 @contextlib.contextmanager
 def revision(rev: str) -> Iterator[Path]:
-    """REV checked out with its generated code, the built models linked in."""
+    """REV checked out with its generated code, and its models: its own config.yaml files
+    with this tree's built versions (an older parser refuses newer configs' keys)."""
     with tempfile.TemporaryDirectory(prefix="cpu-budget-") as tmp:
         tree = Path(tmp) / "tree"
         subprocess.run(["git", "worktree", "add", "-q", "--detach", str(tree), rev], check=True)
         try:
             (tree / "models").rename(tree / "models.src")
-            (tree / "models").symlink_to(ROOT / "models")
+            _built_models(tree / "models.src", tree / "models")
             (tree / ".venv").symlink_to(ROOT / ".venv")
             # The linked .venv looks older than the checkout; it is not to be rebuilt.
             subprocess.run(
@@ -159,7 +173,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--window-ms", type=int, default=3000)
-    parser.add_argument("--against", metavar="REV", help="also measure the server at REV")
+    parser.add_argument(
+        "--against",
+        action="append",
+        default=[],
+        metavar="REV",
+        help="also measure the server at REV (repeatable)",
+    )
     parser.add_argument("--server-args", default="", help="extra flags for every server")
     parser.add_argument(
         "--variant",
@@ -188,9 +208,9 @@ def main(argv: list[str] | None = None) -> int:
         for variant in args.variant:
             name, _, more = variant.partition("=")
             servers[name] = stack.enter_context(real_server(1, "models", *flags, *more.split()))
-        if args.against:
-            tree = stack.enter_context(revision(args.against))
-            servers[args.against] = stack.enter_context(server_in(tree, *args.server_args.split()))
+        for rev in args.against:
+            tree = stack.enter_context(revision(rev))
+            servers[rev] = stack.enter_context(server_in(tree, *args.server_args.split()))
         names = list(servers)
         for round_ in range(args.rounds):
             for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
