@@ -1,25 +1,31 @@
-"""Deprecated versions and version labels, directly over gRPC (config.yaml's `deprecated`
-and `labels`, server/repository/config.py).
+"""Deprecated versions and version labels (config.yaml's `deprecated` and `labels`,
+server/repository/config.py), directly over gRPC and through the real gateway.
 
 A deprecated version answers with initial metadata `deprecation`, `sunset` and `link`
-until its sunset, and FAILED_PRECONDITION naming its replacement from then on.
-
-Still to come: the same through Envoy, as HTTP headers on V2 REST responses, once the
-REST face lands (the transcoder turns initial metadata into response headers).
+until its sunset, and FAILED_PRECONDITION naming its replacement from then on. Through
+Envoy the initial metadata become HTTP response headers, on V2 REST and on gRPC-web
+alike; after the sunset, V2 REST answers 400 and gRPC-web FAILED_PRECONDITION, both with
+the message that names the replacement.
 """
 
 from __future__ import annotations
 
+import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeAlias
 
 import grpc
+import grpc_web
+import httpx
 import numpy as np
 import pytest
 from processes import ServerProcess, start_server
 from traffic import output, raw_fp32_request
 from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+from gateway import start_gateway
+from gateway.build import build
 
 WriteModel: TypeAlias = Callable[[Path, str, dict[int, bytes], str], Path]
 Stub: TypeAlias = service_pb2_grpc.GRPCInferenceServiceStub
@@ -157,3 +163,85 @@ def test_use_of_a_deprecated_version_is_logged_at_most_once_a_minute(
     assert notices[0]["level"] == "WARNING"
     assert (notices[0]["version"], notices[0]["replacement"]) == (1, "2")
     assert notices[0]["sunset"] == "2099-06-30T00:00:00+00:00"
+
+
+# --- through the gateway (Envoy): V2 REST and gRPC-web -------------------------------------
+
+AHEAD_HEADERS = {
+    "deprecation": "true",
+    "sunset": "Tue, 30 Jun 2099 00:00:00 GMT",
+    "link": '</v2/models/ahead/versions/2>; rel="successor-version"',
+}
+RETIRED = (
+    "model 'passed' version 1 was retired on 2020-01-31T12:00:00+00:00; use version "
+    "stable (/v2/models/passed/versions/stable)"
+)
+MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
+
+
+@pytest.fixture(scope="module")
+def gateway(
+    server: ServerProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[httpx.Client]:
+    built = build(tmp_path_factory.mktemp("gateway-build"))
+    with (
+        start_gateway(server.grpc_port, build_dir=built.descriptor_path.parent) as running,
+        httpx.Client(base_url=running.url, timeout=30) as client,
+    ):
+        yield client
+
+
+def rest_infer(client: httpx.Client, model: str, version: str) -> httpx.Response:
+    path = (
+        f"/v2/models/{model}/versions/{version}/infer" if version else f"/v2/models/{model}/infer"
+    )
+    body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 2], "data": [1.0, 2.0]}]}
+    return client.post(path, json=body)
+
+
+def grpc_web_infer(client: httpx.Client, model: str, version: str) -> grpc_web.Reply:
+    request = raw_fp32_request(model, "x", X)
+    request.model_version = version
+    return grpc_web.call(client, MODEL_INFER, request.SerializeToString())
+
+
+def test_a_deprecated_versions_headers_arrive_over_rest_through_envoy(
+    gateway: httpx.Client,
+) -> None:
+    reply = rest_infer(gateway, "ahead", "1")
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["model_version"] == "1"
+    assert {key: reply.headers.get(key) for key in DEPRECATION_KEYS} == AHEAD_HEADERS
+    for version in ("2", "stable", ""):  # the others carry none
+        other = rest_infer(gateway, "ahead", version)
+        assert other.status_code == 200, other.text
+        assert DEPRECATION_KEYS.isdisjoint(other.headers), (version, other.headers)
+
+
+def test_a_deprecated_versions_headers_arrive_over_grpc_web_through_envoy(
+    gateway: httpx.Client,
+) -> None:
+    reply = grpc_web_infer(gateway, "ahead", "1")
+    assert reply.status == grpc.StatusCode.OK.value[0], reply.message
+    [message] = reply.messages
+    assert service_pb2.ModelInferResponse.FromString(message).model_version == "1"
+    assert {key: reply.headers.get(key) for key in DEPRECATION_KEYS} == AHEAD_HEADERS
+    other = grpc_web_infer(gateway, "ahead", "2")
+    assert other.status == grpc.StatusCode.OK.value[0], other.message
+    assert DEPRECATION_KEYS.isdisjoint(other.headers), other.headers
+
+
+def test_after_the_sunset_rest_answers_400_naming_the_replacement(gateway: httpx.Client) -> None:
+    reply = rest_infer(gateway, "passed", "1")
+    assert reply.status_code == 400, reply.text
+    assert reply.json() == {"error": RETIRED}
+    served = rest_infer(gateway, "passed", "stable")  # the replacement serves
+    assert served.status_code == 200, served.text
+    assert served.json()["model_version"] == "2"
+
+
+def test_after_the_sunset_grpc_web_answers_failed_precondition(gateway: httpx.Client) -> None:
+    reply = grpc_web_infer(gateway, "passed", "1")
+    assert reply.status == grpc.StatusCode.FAILED_PRECONDITION.value[0]
+    assert urllib.parse.unquote(reply.message) == RETIRED
+    assert reply.messages == []
