@@ -97,21 +97,36 @@ def _minilm_expected(row: int) -> np.ndarray:
     return expected("minilm", inputs)["last_hidden_state"]
 
 
-def test_sigterm_with_48_slow_requests_in_flight_loses_none() -> None:
-    """Signal once the server has admitted all 48: every one succeeds."""
+@pytest.mark.parametrize(
+    ("workers", "connections"), [("1", 1), ("2", 4)], ids=["one-process", "two-workers"]
+)
+def test_sigterm_with_48_slow_requests_in_flight_loses_none(workers: str, connections: int) -> None:
+    """Signal once the server has admitted all 48: every one succeeds. With --workers 2
+    the supervisor forwards the signal; the requests go over connections of their own,
+    which the kernel spreads over the workers (SO_REUSEPORT hashes each one)."""
     with (
         start_server(
             ROOT / "models",
             *("--load-model", "minilm", "--load-model", "digits"),
-            *("--shutdown-grace-s", str(GRACE_S)),
+            *("--shutdown-grace-s", str(GRACE_S), "--workers", workers),
         ) as server,
-        grpc.insecure_channel(server.grpc_address) as channel,
+        contextlib.ExitStack() as stack,
     ):
-        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
-        stub.ModelInfer(_minilm_request(0), timeout=30)  # the connection is up
+        stubs = [
+            service_pb2_grpc.GRPCInferenceServiceStub(
+                stack.enter_context(grpc.insecure_channel(server.grpc_address, OWN_CONNECTION))
+            )
+            for _ in range(connections)
+        ]
+        for stub in stubs:
+            stub.ModelInfer(_minilm_request(0), timeout=30)  # the connection is up
         requests = [_minilm_request(n) for n in range(IN_FLIGHT)]
-        calls = [stub.ModelInfer.future(request, timeout=60) for request in requests]
-        _admitted(stub)
+        calls = [
+            stubs[n % connections].ModelInfer.future(request, timeout=60)
+            for n, request in enumerate(requests)
+        ]
+        for stub in stubs:
+            _admitted(stub)
         signalled = time.monotonic()
         server.process.send_signal(signal.SIGTERM)
         unfinished = sum(not call.done() for call in calls)
@@ -131,6 +146,7 @@ def test_sigterm_with_48_slow_requests_in_flight_loses_none() -> None:
         assert exited_after <= GRACE_S + EXIT_MARGIN_S
         _no_tracebacks(server)
         events = [e.get("event") for e in server.logs()]
+        assert events.count("stopping") == events.count("stopped") == int(workers)
         assert events.index("stopping") < events.index("stopped")
 
 
