@@ -410,10 +410,11 @@ class Batcher:
         if error is not None and len(batch) > 1:
             # One request's values may be what the model rejects: rerun each alone, at the
             # head of the queue, so that only the culprit fails.
+            # One line here: the culprit's own failure logs the traceback once.
             log.warning(
-                "batch of model '%s' failed; retrying its requests one by one",
+                "batch of model '%s' failed (%s); retrying its requests one by one",
                 self._model,
-                exc_info=error,
+                error,
             )
             for pending in reversed(batch):
                 pending.key, pending.solo = object(), True
