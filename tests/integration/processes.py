@@ -12,6 +12,7 @@ import json
 import os
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -50,6 +51,14 @@ def _pump(stream: object, lines: list[str], found: queue.Queue[dict[str, object]
         if '"event": "listening"' in line:
             found.put(json.loads(line))
     found.put(None)
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (bound, then released) for a process that needs
+    its port on the command line, such as a replica that binds it again on restart."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def stop_process(process: subprocess.Popen[str], timeout: float = 15.0) -> int:

@@ -14,14 +14,13 @@ import contextlib
 import json
 import shutil
 import signal
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 import pytest
-from processes import ROOT, ServerProcess, start_server
+from processes import ROOT, ServerProcess, free_port, start_server
 from traffic import SteadyLoad, check_digits, digits_request, wait_until
 from tritonclient.grpc import service_pb2_grpc
 
@@ -113,19 +112,12 @@ class Cluster:
         )
 
 
-def _free_port() -> int:
-    """A port nothing listens on: a replica binds it, and binds it again on restart."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     repository = tmp_path_factory.mktemp("repository")
     shutil.copytree(ROOT / "models" / "digits", repository / "digits")
     built = build(tmp_path_factory.mktemp("gateway-build"))
-    state = Cluster(repository, [_free_port() for _ in range(REPLICAS)])
+    state = Cluster(repository, [free_port() for _ in range(REPLICAS)])
     try:
         for replica in range(REPLICAS):
             state.start(replica)

@@ -12,7 +12,6 @@ import base64
 import json
 import re
 import shutil
-import socket
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
-from processes import ROOT, ServerProcess, start_server
+from processes import ROOT, ServerProcess, free_port, start_server
 from tritonclient.grpc import service_pb2
 from tritonclient.utils import InferenceServerException
 
@@ -95,13 +94,6 @@ def triton_direct(server: ServerProcess) -> Iterator[triton.InferenceServerClien
     client = triton.InferenceServerClient(server.grpc_address)
     yield client
     client.close()
-
-
-def _free_port() -> int:
-    """A port nothing listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # --- inputs and decoding --------------------------------------------------------------------
@@ -684,7 +676,7 @@ def test_upstream_down(built: BuildOutputs) -> None:
     """Against a closed port: REST gets JSON 503, gRPC and gRPC-web get UNAVAILABLE."""
     with (
         start_gateway(
-            _free_port(), build_dir=built.descriptor_path.parent, wait_for_upstream=False
+            free_port(), build_dir=built.descriptor_path.parent, wait_for_upstream=False
         ) as gw,
         httpx.Client(base_url=gw.url) as rest,
     ):
@@ -725,7 +717,7 @@ def test_a_failed_call_is_still_a_v2_error(built: BuildOutputs) -> None:
 def test_gateway_recovers_when_the_server_comes_up(repository: Path, built: BuildOutputs) -> None:
     # The health check's short no_traffic_interval: an idle gateway notices within a second
     # or so instead of a minute (wait_for_upstream's deadline is far above either).
-    port = _free_port()
+    port = free_port()
     with start_gateway(port, build_dir=built.descriptor_path.parent, wait_for_upstream=False) as gw:
         assert httpx.get(gw.url + "/v2/health/live").status_code == 503
         with start_server(repository, "--grpc-port", str(port)):

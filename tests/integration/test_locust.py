@@ -11,7 +11,6 @@ import csv
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,7 +24,7 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from onnx import TensorProto, helper
-from processes import ROOT, ServerProcess, start_server
+from processes import ROOT, ServerProcess, free_port, start_server
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from loadtests import launch
@@ -111,12 +110,6 @@ def run_locust(out: Path, seconds: int, *args: str, timeout: float = 120) -> Loc
             os.killpg(process.pid, signal.SIGKILL)
             process.communicate()
     return LocustRun(process.returncode, output, prefix, html)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # --- every user class against the default models ---------------------------------------------
@@ -272,7 +265,7 @@ def test_wrong_answers_are_failures(wrong_server: ServerProcess, tmp_path: Path)
 def test_a_stopped_server_is_failures(tmp_path: Path) -> None:
     """Nothing listens on the gRPC port, and the gateway in front of it has no healthy
     upstream: every request of every class fails."""
-    port = _free_port()
+    port = free_port()
     with launch.gateway(port) as front:
         run = run_locust(
             tmp_path,
