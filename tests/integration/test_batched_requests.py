@@ -143,15 +143,25 @@ def test_concurrent_requests_on_a_real_model_get_their_own_rows(
         np.testing.assert_allclose(outputs["probabilities"][0], probabilities[i], rtol=1e-5)
 
 
+PADDING = """\
+  padding:
+    inputs: {input_ids: 0, attention_mask: 0, token_type_ids: 0}
+    outputs: [last_hidden_state]
+    bucket: 16
+"""
+
+
 @pytest.fixture(scope="module")
 def padding_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """minilm as shipped, but a batch leaves only when it holds 16 requests."""
+    """minilm as shipped, but padded, and a batch leaves only when it holds 16 requests."""
     model = tmp_path_factory.mktemp("padding") / "minilm"
     (model / "1").mkdir(parents=True)
     shutil.copy(ROOT / "models" / "minilm" / "1" / "model.onnx", model / "1" / "model.onnx")
     config = (ROOT / "models" / "minilm" / "config.yaml").read_text()
     config = config.replace("max_batch_size: 32", "max_batch_size: 16")
     config = config.replace("max_queue_delay_us: 0", "max_queue_delay_us: 30000000")
+    config = config.replace("dynamic_batching:\n", f"dynamic_batching:\n{PADDING}")
+    assert PADDING in config
     (model / "config.yaml").write_text(config)
     with start_server(model.parent) as server:
         yield server
