@@ -134,6 +134,7 @@ test: install-test protos models gateway web perf-analyzer /usr/bin/chromium /us
 # BENCH_ARGS: --quick, --models digits,minilm, --concurrency 1,32
 bench: protos models gateway perf-analyzer /usr/bin/h2load
 	$(PY) -m loadtests.bench $(BENCH_ARGS)
+	$(PY) -m loadtests.closed_loop
 	$(PY) -m loadtests.gateway_bench
 	$(PY) -m loadtests.pipeline_bench
 	$(PY) -m loadtests.workers_bench

@@ -24,21 +24,19 @@ loadtests/results/pipelines.txt.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import statistics
 import struct
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import grpc
 import numpy as np
 import uvloop
 
 from inference import grpc_service_pb2 as pb
-from inference import grpc_service_pb2_grpc as pb_grpc
 from loadtests import launch
+from loadtests.closed_loop import closed_loop
 from loadtests.locust import samples
 
 RESULT = Path(__file__).parent / "results" / "pipelines.txt"
@@ -46,7 +44,6 @@ Point = tuple[float, float, float, float]  # sentences/s, p50 ms, p99 ms, CPU ms
 SCENARIOS = ("minilm_128", "minilm", "sentence_embedding")
 MINILM_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 TARGET = 0.8
-WARM_UP_S = 2.0
 
 
 def requests() -> dict[str, list[pb.ModelInferRequest]]:
@@ -61,7 +58,7 @@ def requests() -> dict[str, list[pb.ModelInferRequest]]:
         for e in tokenizer.encode_batch(list(samples.SENTENCES))
     ]
 
-    def tokens(feeds: dict[str, Sequence[int]]) -> pb.ModelInferRequest:
+    def tokens(feeds: Mapping[str, Sequence[int]]) -> pb.ModelInferRequest:
         request = pb.ModelInferRequest(model_name="minilm")
         for name in MINILM_INPUTS:
             row = np.asarray([feeds[name]], np.int64)
@@ -82,32 +79,6 @@ def requests() -> dict[str, list[pb.ModelInferRequest]]:
         "minilm": [tokens(feeds) for feeds in own],
         "sentence_embedding": [text(sentence) for sentence in samples.SENTENCES],
     }
-
-
-async def closed_loop(
-    address: str, requests: list[pb.ModelInferRequest], concurrency: int, seconds: float
-) -> tuple[float, list[float]]:
-    """`concurrency` callers, each sending the next request as its answer arrives; returns
-    the answers per second and their latencies (ms) after the warm-up."""
-    async with grpc.aio.insecure_channel(address) as channel:
-        stub = pb_grpc.GRPCInferenceServiceStub(channel)
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        measure_from, end = start + WARM_UP_S, start + WARM_UP_S + seconds
-        latencies: list[float] = []
-
-        async def caller(index: int) -> None:
-            while (sent := loop.time()) < end:
-                request = requests[index % len(requests)]
-                index += concurrency
-                reply = await stub.ModelInfer(request, timeout=60)
-                if not reply.outputs:
-                    raise RuntimeError(f"{request.model_name}: a reply without outputs")
-                if sent >= measure_from:
-                    latencies.append((loop.time() - sent) * 1e3)
-
-        await asyncio.gather(*(caller(i) for i in range(concurrency)))
-    return len(latencies) / seconds, latencies
 
 
 def main(argv: Sequence[str] | None = None) -> int:

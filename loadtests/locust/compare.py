@@ -1,5 +1,6 @@
-"""Locust next to perf_analyzer on digits, direct gRPC and through the gateway, in one run
-(`make loadtest-compare`, the figures in docs/loadtesting.md).
+"""Locust next to perf_analyzer on digits, direct gRPC and through the gateway (gRPC,
+gRPC-web and V2 REST), in one run (`make loadtest-compare`, the figures in
+docs/loadtesting.md).
 
     python -m loadtests.locust.compare [--concurrency 16] [--seconds 20]
 
@@ -62,7 +63,8 @@ def perf_analyzer(
         report = Path(tmp, "pa.csv")
         command = [
             str(PERF_ANALYZER),
-            *("-m", "digits", "-i", "grpc", "-u", address, "--input-data", str(data)),
+            *("-m", "digits", "-i", "http" if mode == "REST" else "grpc", "-u", address),
+            *("--input-data", str(data)),
             *("--concurrency-range", str(concurrency)),
             "--streaming" if mode == "streaming" else "-a",
             *("--measurement-interval", "3000", "--max-trials", "6", "-f", str(report)),
@@ -95,6 +97,7 @@ def locust(
     seconds: int,
     pids: list[int],
     processes: int = 0,
+    contents: str = "raw",
 ) -> Row:
     with tempfile.TemporaryDirectory(prefix="compare-") as tmp:
         prefix = Path(tmp, "locust")
@@ -105,6 +108,7 @@ def locust(
             *("--host", host, "--grpc-target", grpc_target, "--models", "digits"),
             *("--csv", str(prefix), "--loglevel", "WARNING"),
             *(["--processes", str(processes)] if processes else []),
+            *("--contents", contents),
             user_class,
         ]
         before = sum(map(tree_cpu_seconds, pids))
@@ -114,7 +118,11 @@ def locust(
     (summary,) = document["classes"]
     test_s = document["seconds"]
     rate = summary["requests_per_s"]
-    mode = {"GrpcStreamUser": "streaming", "GrpcWebUser": "gRPC-web"}.get(user_class, "unary")
+    mode = {
+        "GrpcStreamUser": "streaming",
+        "GrpcWebUser": "gRPC-web",
+        "RestUser": "REST binary" if contents == "raw" else "REST JSON",
+    }.get(user_class, "unary")
     client_cores = document["client_cpu_s"] / test_s
     return Row(
         path, "locust" + (f" x{processes}" if processes else ""), mode, concurrency, rate,
@@ -174,6 +182,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             lambda: perf_analyzer("gateway", front, "unary", c, data, both),
             lambda: locust("gateway", gateway.url, front, "GrpcUser", c, s, both),
             lambda: locust("gateway", gateway.url, front, "GrpcWebUser", c, s, both),
+            lambda: perf_analyzer("gateway", front, "REST", c, data, both),
+            lambda: locust("gateway", gateway.url, front, "RestUser", c, s, both),
+            lambda: locust("gateway", gateway.url, front, "RestUser", c, s, both, 0, "typed"),
         ]
         for _ in range(args.repeat):
             for step in steps:
