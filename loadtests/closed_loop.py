@@ -7,7 +7,8 @@ every ratio of issue 15 is measured with two clients.
 ModelInfer (raw contents) as soon as their answer arrives. The no-op server (ceiling A)
 and the server (digits) are started once and measured in alternating rounds; the report
 gives each server's median round, the ratio to the no-op server and, at each concurrency,
-the p50 difference. `closed_loop` is also the client of `loadtests.pipeline_bench`.
+the p50 difference (loadtests/results/closed_loop.txt). `closed_loop` is also the client
+of `loadtests.pipeline_bench`.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from inference import grpc_service_pb2_grpc as pb_grpc
 from loadtests import launch
 
 WARM_UP_S = 2.0
+RESULT = launch.ROOT / "loadtests" / "results" / "closed_loop.txt"
 
 
 async def closed_loop(
@@ -98,15 +100,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                         file=sys.stderr,
                         flush=True,
                     )
-    print(f"digits, Python closed loop, median of {args.rounds} rounds of {args.seconds:g} s")
-    print(f"{'conc':>5} {'noop req/s':>11} {'server req/s':>13} {'x noop':>7} {'p50 +ms':>8}")
+    lines = [
+        f"digits, Python closed loop, median of {args.rounds} rounds of {args.seconds:g} s",
+        f"{'conc':>5} {'noop req/s':>11} {'server req/s':>13} {'x noop':>7} {'p50 +ms':>8}",
+    ]
     for concurrency in levels:
         noop = sorted(measured["noop", concurrency])[(args.rounds - 1) // 2]
         served = sorted(measured["server", concurrency])[(args.rounds - 1) // 2]
-        print(
+        lines.append(
             f"{concurrency:>5} {noop[0]:>11,.0f} {served[0]:>13,.0f} {served[0] / noop[0]:>7.2f}"
             f" {served[1] - noop[1]:>8.2f}"
         )
+    print("\n".join(lines))
+    RESULT.write_text("\n".join(lines) + "\n")
     return 0
 
 
