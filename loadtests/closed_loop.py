@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import statistics
 import sys
+import time
 from collections.abc import Sequence
 
 import grpc
@@ -46,14 +47,15 @@ async def closed_loop(
         latencies: list[float] = []
 
         async def caller(index: int) -> None:
-            while (sent := loop.time()) < end:
+            while (now := loop.time()) < end:
                 request = requests[index % len(requests)]
                 index += concurrency
+                sent = time.perf_counter()  # uvloop's clock counts whole milliseconds
                 reply = await stub.ModelInfer(request, timeout=60)
                 if not reply.outputs:
                     raise RuntimeError(f"{request.model_name}: a reply without outputs")
-                if sent >= measure_from:
-                    latencies.append((loop.time() - sent) * 1e3)
+                if now >= measure_from:
+                    latencies.append((time.perf_counter() - sent) * 1e3)
 
         await asyncio.gather(*(caller(i) for i in range(concurrency)))
     return len(latencies) / seconds, latencies
