@@ -260,13 +260,15 @@ class Repository:
                 self._record_failure(name, model, str(exc))
                 if isinstance(exc, RepositoryError):
                     raise
-                raise RepositoryError(f"model '{name}' could not be loaded: {exc}") from exc
+                raise RepositoryError(
+                    f"model '{name}' could not be loaded: {exc}", model=name
+                ) from exc
             if not built.versions:
                 reason = "; ".join(built.failures.values()) or (
                     f"no version directory: expected {name}/<number>/ holding the model"
                 )
                 self._record_failure(name, model, reason)
-                raise RepositoryError(f"model '{name}' could not be loaded: {reason}")
+                raise RepositoryError(f"model '{name}' could not be loaded: {reason}", model=name)
             kept = {
                 n for n, (served, _) in built.versions.items() if n in old and old[n][0] is served
             }
@@ -339,7 +341,9 @@ class Repository:
             )
         path = (self.root / name).resolve()
         if path.parent != self.root:
-            raise ForbiddenPath(f"model '{name}' is a link that resolves outside the repository")
+            raise ForbiddenPath(
+                f"model '{name}' is a link that resolves outside the repository", model=name
+            )
         if not path.is_dir():
             raise ModelNotFound(f"no model '{name}' in the repository", model=name)
         return path

@@ -168,8 +168,9 @@ async def test_a_failed_reload_keeps_the_old_versions_serving(
     old = repository.resolve("a")
     add_version(root, "a", 7)
     factory.failing.add(("a", 7))
-    with pytest.raises(RepositoryError, match="cannot load a/7"):
+    with pytest.raises(RepositoryError, match="cannot load a/7") as refused:
         await repository.load("a")
+    assert (refused.value.model, refused.value.reason) == ("a", "repository_error")
     assert repository.resolve("a") is old
     assert not old.closed  # type: ignore[attr-defined]
     entries = [e for e in repository.index() if e.name == "a"]
