@@ -21,7 +21,7 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -124,21 +124,10 @@ def environment(plan: Plan) -> dict[str, object]:
     }
 
 
-@contextlib.contextmanager
-def servers() -> Iterator[dict[tuple[str, int], launch.Server]]:
-    """Every server the plan measures, all started up front and stopped at the end."""
-    with contextlib.ExitStack() as stack:
-        started = {}
-        for workers in WORKERS:
-            started[NOOP, workers] = stack.enter_context(launch.noop_server(workers))
-            started["server", workers] = stack.enter_context(launch.real_server(workers))
-        yield started
-
-
 def run_points(plan: Plan, results: Results) -> int:
     """Measure every point; returns how many failed."""
     failures = 0
-    with servers() as started, contextlib.ExitStack() as stack:
+    with launch.noop_and_real(WORKERS) as started, contextlib.ExitStack() as stack:
         clients = {}
         for workers in WORKERS:
             clients[workers] = StatisticsClient(started["server", workers].address)

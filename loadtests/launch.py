@@ -199,6 +199,18 @@ def _stop(process: subprocess.Popen[str]) -> None:
             process.wait()
 
 
+@contextlib.contextmanager
+def noop_and_real(process_counts: Sequence[int]) -> Iterator[dict[tuple[str, int], Server]]:
+    """The no-op server and the server, once per process count, keyed ("noop" or "server",
+    processes): all started up front, so that none loads while another is measured."""
+    with contextlib.ExitStack() as stack:
+        started = {}
+        for processes in process_counts:
+            started["noop", processes] = stack.enter_context(noop_server(processes))
+            started["server", processes] = stack.enter_context(real_server(processes))
+        yield started
+
+
 def listener_pid(port: int) -> int:
     """The process listening on a loopback port (ss, from iproute2)."""
     return listener_pids(port)[0]

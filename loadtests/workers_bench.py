@@ -16,11 +16,10 @@ the connections) and the CPU time per request of all processes together.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 import tempfile
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -34,16 +33,6 @@ PROCESSES = (1, 2)
 RESULT = Path(__file__).parent / "results" / "workers.txt"
 
 
-@contextlib.contextmanager
-def servers() -> Iterator[dict[tuple[str, int], launch.Server]]:
-    with contextlib.ExitStack() as stack:
-        started = {}
-        for processes in PROCESSES:
-            started["noop", processes] = stack.enter_context(launch.noop_server(processes))
-            started["server", processes] = stack.enter_context(launch.real_server(processes))
-        yield started
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m loadtests.workers_bench", description=__doc__.split("\n\n")[0]
@@ -53,7 +42,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--in-flight", type=int, default=128)
     args = parser.parse_args(argv)
     measured: dict[tuple[str, int, int], list[Outcome]] = defaultdict(list)
-    with tempfile.TemporaryDirectory(prefix="workers-bench-") as tmp, servers() as started:
+    with (
+        tempfile.TemporaryDirectory(prefix="workers-bench-") as tmp,
+        launch.noop_and_real(PROCESSES) as started,
+    ):
         body = Path(tmp) / "digits.grpc"
         body.write_bytes(
             h2load.grpc_request("digits", {"input": load_digits().data[:1].astype(np.float32)})

@@ -338,7 +338,7 @@ class Batcher:
             pending.dispatched_ns = start_ns
         if len(batch) == 1:
             feeds = batch[0].feeds
-        elif _uneven(batch):
+        elif self._pad_values and _uneven(batch):
             feeds = self._padded_feeds(batch)
         else:
             feeds = {
@@ -409,8 +409,7 @@ class Batcher:
             )
         if error is not None and len(batch) > 1:
             # One request's values may be what the model rejects: rerun each alone, at the
-            # head of the queue, so that only the culprit fails.
-            # One line here: the culprit's own failure logs the traceback once.
+            # head of the queue, so that only the culprit fails (and logs the traceback).
             log.warning(
                 "batch of model '%s' failed (%s); retrying its requests one by one",
                 self._model,
@@ -434,17 +433,26 @@ class Batcher:
             if not batch[0].future.done():
                 batch[0].future.set_result(results)
         else:
-            cut = [_uneven(batch) and name in self._pad_outputs for name in batch[0].outputs]
+            # Outputs named in padding.outputs go back at each request's own length, when
+            # the batch was padded; every other split is a plain row slice.
+            trims = (
+                [name in self._pad_outputs for name in batch[0].outputs]
+                if self._pad_outputs and _uneven(batch)
+                else None
+            )
             offset = 0
             for pending in batch:
                 end = offset + pending.rows
                 if not pending.future.done():
-                    pending.future.set_result(
-                        [
-                            r[offset:end, : pending.length] if trim else r[offset:end]
-                            for r, trim in zip(results, cut, strict=True)
-                        ]
-                    )
+                    if trims is None:
+                        pending.future.set_result([r[offset:end] for r in results])
+                    else:
+                        pending.future.set_result(
+                            [
+                                r[offset:end, : pending.length] if trim else r[offset:end]
+                                for r, trim in zip(results, trims, strict=True)
+                            ]
+                        )
                 offset = end
         output_ns = time.perf_counter_ns() - start_ns
         rows = sum(p.rows for p in batch) or 1

@@ -142,13 +142,19 @@ class ModelStage:
             requested_outputs=[own for own, _ in self.writes],
         )
         start = time.perf_counter_ns()
-        ok = False
+        error: type[BaseException] | None = None
         try:
             results = await served.submit(served.validate(request), deadline, False)
-            ok = True
+        except BaseException as exc:
+            error = type(exc)
+            raise
         finally:
+            ok = error is None
             served.stats.record_request(
-                ok, time.perf_counter_ns() - start, time.time_ns() // 1_000_000 if ok else 0
+                ok,
+                time.perf_counter_ns() - start,
+                time.time_ns() // 1_000_000 if ok else 0,
+                error or Exception,
             )
         return {theirs: array for (_, theirs), array in zip(self.writes, results, strict=True)}
 
