@@ -206,10 +206,11 @@ def _assert_clean_cut(
     one either succeeded or was refused with UNAVAILABLE.
 
     Unless `strict`, the one request each client had in transit at the signal (sent, not
-    yet read by the server) may also have been refused; and one call per client may end
-    CANCELLED while grpc stops accepting calls: grpc core cancels the calls it has read
-    but not yet handed to the server's code (grpc/grpc#41785; fix pending in #41786).
-    Neither kind reached the server's code, so no admitted request is lost."""
+    yet read by the server) may also have been refused; and that one, or calls sent after
+    the signal, may end CANCELLED while grpc stops accepting calls: grpc core cancels the
+    calls it has read but not yet handed to the server's code (grpc/grpc#41785; fix
+    pending in #41786). A client can send several in that moment (seen with --workers 2:
+    three). None of them reached the server's code, so no admitted request is lost."""
     refused = {OK, UNAVAILABLE} | (set() if strict else {grpc.StatusCode.CANCELLED})
     for client in range(clients):
         mine = [o for o in outcomes if o.client == client]
@@ -219,7 +220,7 @@ def _assert_clean_cut(
         assert [o for o in settled if o.code != OK] == []
         assert {o.code for o in in_transit + after} <= refused, (in_transit + after)[:5]
         cancelled = [o for o in mine if o.code == grpc.StatusCode.CANCELLED]
-        assert len(cancelled) <= 1, cancelled
+        assert all(o in in_transit or o.sent >= signalled for o in cancelled), cancelled
         assert all(signalled <= o.done <= exited for o in cancelled), cancelled
     assert any(o.code == UNAVAILABLE and o.sent >= signalled for o in outcomes)
 
